@@ -1,0 +1,52 @@
+"""StagePoolActor: runs one stage's business logic on batches (a thin shell over BatchProcessor).
+
+A synchronous actor, so Ray runs the calls of one consumer in the order they were submitted; the
+SequenceGate keeps that order across a failed batch or a restart of this actor. It drives its own
+asyncio loop for the database driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import ray
+
+from actors.runtime import configure_logging, database_engine
+from pipeline.kafka import SKIPPED, SequenceGate
+from pipeline.packs import load_packs
+from pipeline.processing import BatchProcessor
+from pipeline.records import BatchResult, InboundRecord
+from pipeline.settings import Settings
+from pipeline.stages import STAGE_CLASSES
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class StagePoolActor:
+    def __init__(self, settings: Settings, stage: str, index: int) -> None:
+        configure_logging(settings)
+        self.stage_name = stage
+        self.index = index
+        self._loop = asyncio.new_event_loop()
+        self._engine = database_engine(settings)
+        packs = load_packs(settings.pack_dir)
+        self._processor = BatchProcessor(STAGE_CLASSES[stage](settings, packs), self._engine, settings, packs)
+        self._gate = SequenceGate()
+        log.info("Initialized %sStagePool actor %d", stage.capitalize(), index)
+
+    def process(self, consumer_id: str, sequence: int, floor: int, records: list[InboundRecord]) -> BatchResult | str:
+        if not self._gate.admit(consumer_id, sequence, floor):
+            return SKIPPED
+        result = self._loop.run_until_complete(self._processor.process(records))
+        self._gate.succeeded(consumer_id, sequence)
+        return result
+
+    def ping(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def shutdown(self) -> None:
+        self._loop.run_until_complete(self._engine.dispose())

@@ -1,0 +1,220 @@
+"""One stage consumer: fetch from Kafka, dispatch key-ordered batches to the pool, produce outputs,
+commit offsets. Knows nothing of Ray: the pool is reached through a `Submit` callable.
+
+Delivery order for each batch: the pool commits its effects to PostgreSQL, the outputs are produced
+and acknowledged (acks=all), then the batch's offsets complete and the lowest contiguous completed
+offset of each partition is committed. A crash anywhere costs only redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from pipeline.kafka.lanes import Lane, Submit, lane_for
+from pipeline.kafka.offsets import OffsetTracker
+from pipeline.records import BatchResult, InboundRecord
+from pipeline.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConsumerStats:
+    records_fetched: int = 0
+    batches_completed: int = 0
+    records_completed: int = 0
+    outputs_produced: int = 0
+    pauses: int = 0
+    last_poll_at: float = 0.0
+    last_commit_at: float = 0.0
+    assigned: list[str] = field(default_factory=list)
+    lag: dict[str, int] = field(default_factory=dict)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, loop: StageConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop.finish_in_flight()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("%s assigned %s", self._loop.name, sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+class StageConsumerLoop:
+    def __init__(
+        self,
+        *,
+        name: str,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        topic: str,
+        submit: Submit,
+        lanes: int,
+        max_in_flight_per_lane: int,
+        max_batch_events: int,
+        fetch_timeout_ms: int,
+        on_result: Callable[[BatchResult], None] | None = None,
+        batch_retry: RetryPolicy | None = None,
+    ) -> None:
+        self.name = name
+        self.consumer = consumer
+        self.producer = producer
+        self.topic = topic
+        self.max_in_flight_per_lane = max_in_flight_per_lane
+        self.max_batch_events = max_batch_events
+        self.fetch_timeout_ms = fetch_timeout_ms
+        self.on_result = on_result
+        retry = batch_retry or RetryPolicy(max_retries=0, base_delay_s=0.5, max_delay_s=10)
+        self.lanes = [Lane(index, submit, batch_retry=retry) for index in range(lanes)]
+        self.tracker = OffsetTracker()
+        self.stats = ConsumerStats()
+        self._stopping = asyncio.Event()
+        self._paused = False
+        self._lane_tasks: list[asyncio.Task[None]] = []
+        self._progress = asyncio.Condition()
+        self._committed: dict[tuple[str, int], int] = {}
+        self._run_exited = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.producer.start()
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        self._lane_tasks = [asyncio.create_task(self._complete_lane(lane)) for lane in self.lanes]
+
+    async def run(self) -> None:
+        """Fetch and dispatch until `stop()`."""
+        try:
+            while not self._stopping.is_set():
+                if self._saturated():
+                    await self._pause_until_room()
+                    continue
+                fetched = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=None)
+                self.stats.last_poll_at = time.time()
+                self._dispatch([record for records in fetched.values() for record in records])
+                self._update_lag()
+        finally:
+            self._run_exited.set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop fetching, finish in-flight batches within `grace_s`, commit, close the clients."""
+        self._stopping.set()
+        async with self._progress:
+            self._progress.notify_all()
+        await self._run_exited.wait()
+        try:
+            await asyncio.wait_for(self.finish_in_flight(), timeout=grace_s)
+        except TimeoutError:
+            log.warning("%s: %d records still in flight after %.1fs grace; they will be redelivered",
+                        self.name, self.tracker.in_flight(), grace_s)
+        for task in self._lane_tasks:
+            task.cancel()
+        await asyncio.gather(*self._lane_tasks, return_exceptions=True)
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def finish_in_flight(self) -> None:
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.tracker.in_flight() == 0)
+        await self._commit()
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def _dispatch(self, consumed: list) -> None:  # type: ignore[type-arg]
+        if not consumed:
+            return
+        self.stats.records_fetched += len(consumed)
+        per_lane: list[list[InboundRecord]] = [[] for _ in self.lanes]
+        for message in consumed:
+            record = InboundRecord(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                headers=tuple(message.headers or ()),
+                timestamp_ms=message.timestamp,
+            )
+            self.tracker.dispatched((record.topic, record.partition), record.offset)
+            per_lane[lane_for(record.key, len(self.lanes))].append(record)
+        for lane, records in zip(self.lanes, per_lane, strict=True):
+            for start in range(0, len(records), self.max_batch_events):
+                lane.submit(records[start : start + self.max_batch_events])
+
+    def _saturated(self) -> bool:
+        return any(len(lane) >= self.max_in_flight_per_lane for lane in self.lanes)
+
+    async def _pause_until_room(self) -> None:
+        partitions = self.consumer.assignment()
+        if partitions and not self._paused:
+            self.consumer.pause(*partitions)
+            self._paused = True
+            self.stats.pauses += 1
+        async with self._progress:
+            await self._progress.wait_for(lambda: not self._saturated() or self._stopping.is_set())
+        if self._paused:
+            self.consumer.resume(*self.consumer.assignment())
+            self._paused = False
+
+    # --- completion -----------------------------------------------------------------------------
+
+    async def _complete_lane(self, lane: Lane) -> None:
+        while True:
+            records, result = await lane.next_result()
+            await self._produce(result)
+            for record in records:
+                self.tracker.completed((record.topic, record.partition), record.offset)
+            self.stats.batches_completed += 1
+            self.stats.records_completed += len(records)
+            if self.on_result is not None:
+                self.on_result(result)
+            await self._commit()
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def _produce(self, result: BatchResult) -> None:
+        if not result.outputs:
+            return
+        while True:
+            try:
+                deliveries = [
+                    await self.producer.send(out.topic, out.value, key=out.key, headers=list(out.headers))
+                    for out in result.outputs
+                ]
+                await asyncio.gather(*deliveries)
+                self.stats.outputs_produced += len(result.outputs)
+                return
+            except Exception as error:  # noqa: BLE001 - outputs are recorded; retrying can only duplicate, never lose
+                log.warning("%s: producing %d outputs failed, retrying in 1s: %s", self.name, len(result.outputs), error)
+                await asyncio.sleep(1.0)
+
+    async def _commit(self) -> None:
+        commits = self.tracker.take_commits()
+        if not commits:
+            return
+        offsets = {TopicPartition(topic, partition): offset for (topic, partition), offset in commits.items()}
+        try:
+            await self.consumer.commit(offsets)
+            self._committed.update(commits)
+            self.stats.last_commit_at = time.time()
+        except Exception as error:  # noqa: BLE001 - a lost commit only costs redelivery of done work
+            log.warning("%s: offset commit failed (will be redelivered and deduplicated): %s", self.name, error)
+
+    def _update_lag(self) -> None:
+        """Lag as `kafka-consumer-groups --describe` shows it: log end minus committed offset. The log
+        end comes from the last fetch's highwater (the bundled broker's end_offsets() is wrong)."""
+        lag = {}
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            committed = self._committed.get((tp.topic, tp.partition))
+            if highwater is not None:
+                lag[f"{tp.topic}[{tp.partition}]"] = max(0, highwater - (committed or 0))
+        self.stats.lag = lag
+        self.stats.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in self.consumer.assignment())

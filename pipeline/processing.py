@@ -1,0 +1,398 @@
+"""Process one batch of records for one stage with exactly-once effects (DESIGN.md §3).
+
+1. Decode and validate every record; a bad one is dead-lettered, the rest go on.
+2. Look up `(event_id, worker_type)` in `event_processing_log`: an event already completed is not
+   processed again; its recorded outputs are re-published instead (a crash between commit and
+   produce loses nothing).
+3. `Stage.prepare` (slow I/O, no transaction), then one transaction: `load`, `handle` each new event
+   in order, flush the stage's writes, record outputs in `event_log`, the outcome of every event in
+   `event_processing_log` and bad events in `dead_letter_queue`. If another worker recorded one of
+   these events meanwhile, the transaction is rolled back and the batch retried (it will then see
+   them as done).
+4. Return the output records; the caller produces them and only then commits offsets.
+
+A transient error that concerns the whole batch (database down) propagates: the caller retries the
+batch. A transient error of one event (tool 5xx) is recorded as `retrying` with its due time, and
+the supervisor re-publishes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pipeline.errors import (
+    DatabaseUnavailableError,
+    InternalError,
+    PayloadTooLargeError,
+    SentinaiError,
+    UnexpectedEventError,
+    ValidationError,
+)
+from pipeline.events import EventEnvelope, EventType, decode_event, utc_now
+from pipeline.packs import PackRegistry
+from pipeline.records import BatchResult, EventStat, InboundRecord, OutboundRecord
+from pipeline.retry import RetryPolicy
+from pipeline.routing import DLQ_TOPIC, topics_for
+from pipeline.settings import Settings
+from pipeline.stages.base import BatchState, Stage
+from pipeline.storage import schema
+from pipeline.storage.database import classify_database_error, transaction
+from pipeline.storage.event_store import envelope_from_row, event_log_row
+
+log = logging.getLogger(__name__)
+
+# Events that enter the pipeline from outside (sources, the API): no stage has logged them yet.
+_EXTERNAL_EVENT_TYPES = frozenset({EventType.EXCEPTION_INGESTED, EventType.APPROVAL_DECIDED})
+
+
+class ConcurrentProcessingError(DatabaseUnavailableError):
+    """Another worker recorded an event of this batch first (e.g. during a rebalance). Retry the batch."""
+
+    error_type = "concurrent_processing"
+
+
+@dataclass
+class _Rejected:
+    record: InboundRecord
+    event: EventEnvelope | None
+    error: SentinaiError
+    retry_count: int = 0
+
+
+@dataclass
+class _Known:
+    status: str
+    retry_count: int
+    output_event_ids: list[str]
+
+
+class BatchProcessor:
+    """Runs one stage over batches of Kafka records. Owns no Kafka client: returns records to produce."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        engine: AsyncEngine,
+        settings: Settings,
+        packs: PackRegistry,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.stage = stage
+        self.engine = engine
+        self.settings = settings
+        self.packs = packs
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.clock = clock
+        self.worker_type = stage.name
+
+    async def process(self, records: Sequence[InboundRecord]) -> BatchResult:
+        started = time.perf_counter()
+        events, rejected = self._decode(records)
+        known = await self._load_known([event.event_id for event, _ in events])
+        fresh = [(event, record) for event, record in events if known.get(event.event_id) is None or known[event.event_id].status == "retrying"]
+        replays = [event for event, _ in events if event.event_id in known and known[event.event_id].status == "completed"]
+        state = BatchState(now=self.clock())
+        await self.stage.prepare([event for event, _ in fresh], state)
+        try:
+            async with transaction(self.engine) as connection:
+                outcome = await self._apply(connection, fresh, rejected, known, state)
+                replayed = await self._recorded_outputs(connection, [known[e.event_id] for e in replays])
+        except SentinaiError:
+            raise
+        except Exception as error:  # a driver error raised outside `transaction`'s own wrapping
+            raise classify_database_error(error) from error
+        elapsed = time.perf_counter() - started
+        result = BatchResult()
+        result.outputs.extend(self._outbound(outcome.outputs + replayed))
+        result.outputs.extend(self._dead_letter_records(outcome.dead_lettered))
+        per_event = elapsed / max(1, len(records))
+        result.stats.extend(EventStat(e.event_type, e.tenant_id, "completed", per_event) for e in outcome.completed)
+        result.stats.extend(EventStat(e.event_type, e.tenant_id, "duplicate", per_event) for e in replays)
+        result.stats.extend(
+            EventStat(r.event.event_type if r.event else "unknown", r.event.tenant_id if r.event else "unknown",
+                      "dead_lettered", per_event, r.error.error_type)
+            for r in outcome.dead_lettered
+        )
+        result.stats.extend(
+            EventStat(r.event.event_type, r.event.tenant_id, "retrying", per_event, r.error.error_type)
+            for r in outcome.retrying
+            if r.event is not None
+        )
+        return result
+
+    # --- decoding -------------------------------------------------------------------------------
+
+    def _decode(self, records: Sequence[InboundRecord]) -> tuple[list[tuple[EventEnvelope, InboundRecord]], list[_Rejected]]:
+        events: list[tuple[EventEnvelope, InboundRecord]] = []
+        rejected: list[_Rejected] = []
+        seen: set[str] = set()
+        for record in records:
+            event: EventEnvelope | None = None
+            try:
+                if record.value is not None and len(record.value) > self.settings.max_event_bytes:
+                    raise PayloadTooLargeError(
+                        f"event is {len(record.value)} bytes, over SENTINAI_MAX_EVENT_BYTES={self.settings.max_event_bytes}"
+                    )
+                event = decode_event(record.value)
+                if event.event_type not in self.stage.accepts:
+                    raise UnexpectedEventError(f"stage {self.worker_type} does not handle {event.event_type}")
+                self.packs.view(event.tenant_id)
+            except ValidationError as error:
+                rejected.append(_Rejected(record, event, error))
+                continue
+            if event.event_id in seen:
+                continue  # the same event twice in one batch: the first occurrence stands for both
+            seen.add(event.event_id)
+            events.append((event, record))
+        return events, rejected
+
+    async def _load_known(self, event_ids: list[str]) -> dict[str, _Known]:
+        if not event_ids:
+            return {}
+        table = schema.event_processing_log
+        statement = select(table.c.event_id, table.c.status, table.c.retry_count, table.c.output_event_ids).where(
+            table.c.worker_type == self.worker_type, table.c.event_id.in_(event_ids)
+        )
+        async with transaction(self.engine) as connection:
+            rows = (await connection.execute(statement)).all()
+        return {row.event_id: _Known(row.status, row.retry_count, list(row.output_event_ids)) for row in rows}
+
+    # --- the transaction ------------------------------------------------------------------------
+
+    async def _apply(
+        self,
+        connection: AsyncConnection,
+        fresh: list[tuple[EventEnvelope, InboundRecord]],
+        rejected: list[_Rejected],
+        known: dict[str, _Known],
+        state: BatchState,
+    ) -> _Outcome:
+        outcome = _Outcome(dead_lettered=list(rejected))
+        await self.stage.load(connection, [event for event, _ in fresh], state)
+        processing_rows: list[dict[str, Any]] = []
+        for event, record in fresh:
+            event_started = time.perf_counter()
+            previous_retries = known[event.event_id].retry_count if event.event_id in known else 0
+            try:
+                emissions = await self.stage.handle(event, state)
+            except ValidationError as error:
+                log.warning("dead-lettering %s: %s: %s", event.log_context(), error.error_type, error)
+                outcome.dead_lettered.append(_Rejected(record, event, error, previous_retries))
+                continue
+            except SentinaiError as error:
+                if not error.retryable:
+                    log.warning("dead-lettering %s: %s: %s", event.log_context(), error.error_type, error)
+                    outcome.dead_lettered.append(_Rejected(record, event, error, previous_retries))
+                    continue
+                if self.retry_policy.exhausted(previous_retries):
+                    log.warning(
+                        "retries exhausted, dead-lettering %s topic=%s partition=%s offset=%s: %s",
+                        event.log_context(), record.topic, record.partition, record.offset, error,
+                    )
+                    outcome.dead_lettered.append(_Rejected(record, event, error, previous_retries))
+                    continue
+                retry_number = previous_retries + 1
+                due = state.now + timedelta(seconds=self.retry_policy.delay_s(retry_number))
+                log.info("retry %d of %s due %s: %s: %s", retry_number, event.log_context(), due.isoformat(), error.error_type, error)
+                outcome.retrying.append(_Rejected(record, event, error, retry_number))
+                processing_rows.append(self._processing_row(event, record, "retrying", retry_number, state.now, error=error, next_retry_at=due))
+                continue
+            except Exception as error:  # a bug: park the event in the DLQ rather than block the partition
+                log.exception("unexpected error in stage %s for %s", self.worker_type, event.log_context())
+                internal = InternalError(f"{type(error).__name__}: {error}")
+                outcome.dead_lettered.append(_Rejected(record, event, internal, previous_retries))
+                continue
+            outputs = [
+                event.derive(emission.event_type, stage=self.worker_type, position=index, payload=emission.payload, now=state.now)
+                for index, emission in enumerate(emissions)
+            ]
+            outcome.outputs.extend(outputs)
+            outcome.completed.append(event)
+            row = self._processing_row(event, record, "completed", previous_retries, state.now)
+            row["output_event_ids"] = [output.event_id for output in outputs]
+            row["duration_ms"] = (time.perf_counter() - event_started) * 1000
+            processing_rows.append(row)
+        await state.flush(connection)
+        await self._record_events(connection, fresh, outcome.outputs)
+        await self._record_dead_letters(connection, outcome.dead_lettered, state.now)
+        await self._record_processing(connection, processing_rows, known)
+        return outcome
+
+    def _processing_row(
+        self,
+        event: EventEnvelope,
+        record: InboundRecord,
+        status: str,
+        retry_count: int,
+        now: datetime,
+        *,
+        error: SentinaiError | None = None,
+        next_retry_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "event_id": event.event_id,
+            "worker_type": self.worker_type,
+            "event_type": event.event_type.value,
+            "tenant_id": event.tenant_id,
+            "exception_id": event.exception_id,
+            "status": status,
+            "retry_count": retry_count,
+            "error_type": error.error_type if error else None,
+            "error_message": str(error) if error else None,
+            "next_retry_at": next_retry_at,
+            "last_attempt_at": now,
+            "duration_ms": None,
+            "output_event_ids": [],
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "completed_at": now if status == "completed" else None,
+        }
+
+    async def _record_processing(self, connection: AsyncConnection, rows: list[dict[str, Any]], known: dict[str, _Known]) -> None:
+        if not rows:
+            return
+        table = schema.event_processing_log
+        statement = insert(table)
+        statement = statement.on_conflict_do_update(
+            constraint="uq_event_processing_event_worker",
+            set_={column: statement.excluded[column] for column in rows[0] if column not in ("event_id", "worker_type")},
+            where=table.c.status == "retrying",
+        ).returning(table.c.event_id)
+        claimed = {row.event_id for row in await connection.execute(statement, rows)}
+        lost = [row["event_id"] for row in rows if row["event_id"] not in claimed]
+        if lost:
+            raise ConcurrentProcessingError(f"{len(lost)} event(s) were recorded by another worker, e.g. {lost[0]}")
+
+    async def _record_events(
+        self, connection: AsyncConnection, fresh: list[tuple[EventEnvelope, InboundRecord]], outputs: list[EventEnvelope]
+    ) -> None:
+        rows = [event_log_row(event, "source") for event, _ in fresh if event.event_type in _EXTERNAL_EVENT_TYPES]
+        rows += [event_log_row(event, self.worker_type) for event in outputs]
+        if rows:
+            await connection.execute(insert(schema.event_log).on_conflict_do_nothing(), rows)
+
+    async def _record_dead_letters(self, connection: AsyncConnection, rejected: list[_Rejected], now: datetime) -> None:
+        if not rejected:
+            return
+        dlq_rows = [self._dead_letter_row(item, now) for item in rejected]
+        await connection.execute(insert(schema.dead_letter_queue).on_conflict_do_nothing(), dlq_rows)
+        failed_rows = [
+            {
+                "event_id": row["event_id"],
+                "worker_type": self.worker_type,
+                "event_type": row["event_type"] or "unknown",
+                "tenant_id": row["tenant_id"] or "unknown",
+                "exception_id": row["exception_id"] or "unknown",
+                "status": "failed",
+                "retry_count": row["retry_count"],
+                "error_type": row["error_type"],
+                "error_message": row["error_message"],
+                "last_attempt_at": now,
+                "topic": row["original_topic"],
+                "partition": row["original_partition"],
+                "offset": row["original_offset"],
+            }
+            for row in dlq_rows
+        ]
+        table = schema.event_processing_log
+        statement = insert(table)
+        statement = statement.on_conflict_do_update(
+            constraint="uq_event_processing_event_worker",
+            set_={key: statement.excluded[key] for key in ("status", "retry_count", "error_type", "error_message", "last_attempt_at")},
+            where=table.c.status == "retrying",
+        )
+        await connection.execute(statement, failed_rows)
+
+    def _dead_letter_row(self, item: _Rejected, now: datetime) -> dict[str, Any]:
+        record, event = item.record, item.event
+        return {
+            "event_id": event.event_id if event else raw_event_id(record),
+            "event_type": event.event_type.value if event else None,
+            "tenant_id": event.tenant_id if event else _header(record, "tenant_id"),
+            "exception_id": event.exception_id if event else None,
+            "worker_type": self.worker_type,
+            "error_type": item.error.error_type,
+            "error_message": str(item.error)[:2000],
+            "retry_count": item.retry_count,
+            "original_topic": record.topic,
+            "original_partition": record.partition,
+            "original_offset": record.offset,
+            "original_key": record.key,
+            "original_value": record.value,
+            "original_headers": [[name, value.decode("utf-8", "replace")] for name, value in record.headers],
+            "payload": json.loads(event.model_dump_json()) if event else None,
+            "created_at": now,
+        }
+
+    async def _recorded_outputs(self, connection: AsyncConnection, known: list[_Known]) -> list[EventEnvelope]:
+        ids = [event_id for entry in known for event_id in entry.output_event_ids]
+        if not ids:
+            return []
+        table = schema.event_log
+        rows = (await connection.execute(select(table).where(table.c.event_id.in_(ids)))).all()
+        by_id = {row.event_id: row for row in rows}
+        return [envelope_from_row(by_id[event_id]) for event_id in ids if event_id in by_id]
+
+    # --- outputs --------------------------------------------------------------------------------
+
+    def _outbound(self, events: list[EventEnvelope]) -> list[OutboundRecord]:
+        records = []
+        for event in events:
+            value = event.to_bytes()
+            key = event.partition_key.encode()
+            headers = (("event_type", event.event_type.value.encode()), ("tenant_id", event.tenant_id.encode()))
+            records.extend(OutboundRecord(topic, key, value, headers) for topic in topics_for(self.settings.kafka, event.event_type))
+        return records
+
+    def _dead_letter_records(self, rejected: list[_Rejected]) -> list[OutboundRecord]:
+        topic = self.settings.kafka.topic(DLQ_TOPIC)
+        records = []
+        for item in rejected:
+            headers = (
+                *item.record.headers,
+                ("x-sentinai-stage", self.worker_type.encode()),
+                ("x-sentinai-error-type", item.error.error_type.encode()),
+                ("x-sentinai-error", str(item.error)[:500].encode()),
+                ("x-sentinai-original-topic", item.record.topic.encode()),
+                ("x-sentinai-original-partition", str(item.record.partition).encode()),
+                ("x-sentinai-original-offset", str(item.record.offset).encode()),
+            )
+            records.append(OutboundRecord(topic, item.record.key, item.record.value or b"", headers))
+        return records
+
+
+@dataclass
+class _Outcome:
+    dead_lettered: list[_Rejected]
+    outputs: list[EventEnvelope] = field(default_factory=list)
+    completed: list[EventEnvelope] = field(default_factory=list)
+    retrying: list[_Rejected] = field(default_factory=list)
+
+
+def raw_event_id(record: InboundRecord) -> str:
+    """A stable id for a record that did not decode, so a redelivery is not dead-lettered twice."""
+    digest = hashlib.sha256()
+    digest.update(f"{record.topic}/{record.partition}/{record.offset}/".encode())
+    digest.update(record.value or b"")
+    return f"raw-{digest.hexdigest()[:40]}"
+
+
+def _header(record: InboundRecord, name: str) -> str | None:
+    for key, value in record.headers:
+        if key == name:
+            return value.decode("utf-8", "replace")[:64]
+    return None

@@ -1,0 +1,52 @@
+"""Plain records that cross process boundaries (Kafka consumer -> stage pool -> producer).
+
+They hold bytes, not parsed events, so the consumer does no per-event parsing: the pool actor
+decodes, and returns already-encoded output records for the consumer to produce.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventStat:
+    """One event's outcome in a batch, for metrics and logs."""
+
+    event_type: str
+    tenant_id: str
+    status: str  # completed, duplicate, dead_lettered, retrying
+    duration_s: float
+    error_type: str | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What a stage pool actor returns for one batch: records to produce, and per-event outcomes."""
+
+    outputs: list[OutboundRecord] = field(default_factory=list)
+    stats: list[EventStat] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for stat in self.stats if stat.status == status)

@@ -1,0 +1,165 @@
+"""The configuration tree. Defined here, read from the environment once in `cluster.config`.
+
+The runbook's variables keep their names (`DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS`, `RAY_ADDRESS`,
+and `WORKER_TYPE` / `CONCURRENCY` / `GROUP_ID` for `sentinai worker`); everything else is
+`SENTINAI_<SECTION>__<KEY>`, e.g. `SENTINAI_KAFKA__PARTITIONS=12`. Every model is frozen and rejects
+unknown keys, so a typo fails at start-up naming the key instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STAGE_NAMES: tuple[str, ...] = ("intake", "triage", "policy", "playbook", "tool", "feedback")
+"""Stages fed by Kafka, in pipeline order. `sla_monitor` is periodic and has no input topic."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port list; unset starts the bundled broker on 127.0.0.1"
+    )
+    bundled_port: int = Field(default=19092, ge=1, le=65535, description="port of the bundled broker")
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._\-]*$", description="prefix for every topic name")
+    partitions: int = Field(default=8, ge=1, le=1024, description="partitions of each topic created at start-up")
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1500, ge=100)
+    max_poll_records: int = Field(default=1000, ge=1, le=100_000)
+    fetch_timeout_ms: int = Field(default=50, ge=1, description="longest wait for a fetch to fill")
+    producer_linger_ms: int = Field(default=5, ge=0)
+    max_request_size: int = Field(default=8 * 1024 * 1024, ge=1024)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+class DatabaseSettings(_Frozen):
+    url: SecretStr | None = Field(default=None, description="postgresql+asyncpg:// URL; unset starts embedded PostgreSQL")
+    pool_size: int = Field(default=4, ge=1, le=200)
+    statement_timeout_ms: int = Field(default=30_000, ge=100)
+
+    @field_validator("url")
+    @classmethod
+    def _async_driver(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return None
+        raw = url.get_secret_value()
+        if raw.startswith("postgresql://") or raw.startswith("postgres://"):
+            raw = "postgresql+asyncpg://" + raw.split("://", 1)[1]
+        if not raw.startswith("postgresql+asyncpg://"):
+            raise ValueError("DATABASE_URL must be a postgresql:// or postgresql+asyncpg:// URL")
+        return SecretStr(raw)
+
+
+class StageSettings(_Frozen):
+    """How one stage runs on Ray. `concurrency` is the runbook's CONCURRENCY: pool actors per stage."""
+
+    consumers: int = Field(default=1, ge=1, le=256, description="consumer actors in the stage's group")
+    concurrency: int = Field(default=1, ge=1, le=256, description="stage pool actors")
+    group_id: str | None = Field(default=None, description="consumer group; default `<stage>-workers`")
+    max_in_flight_batches: int = Field(default=4, ge=1, le=1024, description="per consumer; beyond it partitions pause")
+    max_batch_events: int = Field(default=500, ge=1, le=100_000, description="events per Ray call at most")
+    actor_num_cpus: float = Field(default=0.1, ge=0, le=64)
+    actor_num_gpus: float = Field(default=0, ge=0, le=8)
+
+
+class StagesSettings(_Frozen):
+    intake: StageSettings = StageSettings()
+    triage: StageSettings = StageSettings()
+    policy: StageSettings = StageSettings()
+    playbook: StageSettings = StageSettings()
+    tool: StageSettings = StageSettings()
+    feedback: StageSettings = StageSettings()
+
+    def for_stage(self, stage: str) -> StageSettings:
+        if stage not in STAGE_NAMES:
+            raise KeyError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_NAMES)}")
+        return getattr(self, stage)
+
+    def group_id(self, stage: str) -> str:
+        return self.for_stage(stage).group_id or f"{stage}-workers"
+
+
+class SlaSettings(_Frozen):
+    interval_s: float = Field(default=5.0, gt=0, description="how often the monitor scans open exceptions")
+    imminent_fraction: float = Field(default=0.2, gt=0, lt=1, description="SLAImminent when this share of the window is left")
+    batch_limit: int = Field(default=1000, ge=1)
+
+
+class TriageSettings(_Frozen):
+    backend: Literal["rules"] = Field(default="rules", description="classifier used by the triage stage")
+    min_confidence: float = Field(default=0.6, ge=0, le=1, description="default approval threshold, packs may override")
+
+
+class ToolSettings(_Frozen):
+    http_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    http_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class RaySettings(_Frozen):
+    address: str | None = Field(default=None, description="RAY_ADDRESS; unset starts a local Ray")
+    namespace: str = Field(default="sentinai", pattern=r"^[A-Za-z0-9_\-]+$")
+    num_cpus: int | None = Field(default=None, ge=1, description="CPUs of the local Ray; default all")
+    include_dashboard: bool = True
+    object_store_memory_mb: int = Field(default=512, ge=80)
+
+
+class ServeSettings(_Frozen):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything `sentinai` needs. Build it with `cluster.config.load_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTINAI_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    data_dir: Path = Field(default=Path(".sentinai"), description="embedded PostgreSQL, broker logs and state")
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024, description="larger events are dead-lettered")
+    pack_dir: Path | None = Field(default=None, description="extra domain and tenant packs, loaded after the bundled ones")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_grace_s: float = Field(default=30.0, gt=0)
+
+    kafka: KafkaSettings = KafkaSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    stages: StagesSettings = StagesSettings()
+    sla: SlaSettings = SlaSettings()
+    triage: TriageSettings = TriageSettings()
+    tools: ToolSettings = ToolSettings()
+    ray: RaySettings = RaySettings()
+    serve: ServeSettings = ServeSettings()
+
+    # The runbook's own variable names, folded into the tree by cluster.config.
+    database_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"), exclude=True)
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"), exclude=True
+    )
+    ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS"), exclude=True)
+
+    @model_validator(mode="after")
+    def _fold_runbook_variables(self) -> Settings:
+        # The runbook's variables win over the SENTINAI_ ones: they are what operators set at 3 a.m.
+        if self.database_url is not None:
+            database = DatabaseSettings.model_validate({**self.database.model_dump(), "url": self.database_url})
+            object.__setattr__(self, "database", database)
+        if self.kafka_bootstrap_servers:
+            object.__setattr__(self, "kafka", self.kafka.model_copy(update={"bootstrap_servers": self.kafka_bootstrap_servers}))
+        if self.ray_address:
+            object.__setattr__(self, "ray", self.ray.model_copy(update={"address": self.ray_address}))
+        return self

@@ -1,0 +1,178 @@
+"""What a stage is: batched loads, per-event logic over in-memory state, batched writes.
+
+A stage never commits per event. The batch processor (`pipeline.processing`) opens one transaction
+per batch, calls `load` once, `handle` for each new event in order, then `flush` once. `handle`
+works on the in-memory `BatchState` (so a later event of the same exception in the same batch sees
+an earlier one's changes) and returns the events to emit; it raises a `ValidationError` for an event
+that can never succeed (dead-lettered) or a `TransientError` to retry it later.
+
+`prepare` runs before the transaction, for slow I/O (HTTP tools) that must not hold a connection.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import Table, and_, bindparam, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pipeline.errors import UnexpectedEventError
+from pipeline.events import EventEnvelope, EventType
+from pipeline.packs import PackRegistry
+from pipeline.settings import Settings
+from pipeline.storage import schema
+
+ExceptionKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Emission:
+    """An event a stage wants to emit; the processor gives it a deterministic id."""
+
+    event_type: EventType
+    payload: dict[str, Any]
+
+
+@dataclass
+class BatchState:
+    """Rows loaded for one batch, and the writes it will flush in one transaction."""
+
+    now: datetime
+    exceptions: dict[ExceptionKey, dict[str, Any]] = field(default_factory=dict)
+    playbook_runs: dict[ExceptionKey, dict[str, Any]] = field(default_factory=dict)
+    prepared: dict[str, Any] = field(default_factory=dict)  # results of `Stage.prepare`, by event id
+    _new_exceptions: set[ExceptionKey] = field(default_factory=set)
+    _dirty_exception_columns: dict[ExceptionKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    _dirty_playbook_runs: set[ExceptionKey] = field(default_factory=set)
+    _inserts: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+
+    def exception(self, event: EventEnvelope) -> dict[str, Any] | None:
+        return self.exceptions.get((event.tenant_id, event.exception_id))
+
+    def put_exception(self, key: ExceptionKey, row: dict[str, Any]) -> None:
+        """Insert or fully replace an exception (intake)."""
+        self.exceptions[key] = row
+        self._new_exceptions.add(key)
+
+    def update_exception(self, key: ExceptionKey, **columns: Any) -> None:
+        row = self.exceptions[key]
+        row.update(columns)
+        if key not in self._new_exceptions:
+            self._dirty_exception_columns[key].update(columns)
+
+    def put_playbook_run(self, key: ExceptionKey, row: dict[str, Any]) -> None:
+        self.playbook_runs[key] = row
+        self._dirty_playbook_runs.add(key)
+
+    def insert(self, table: Table, row: dict[str, Any]) -> None:
+        """Queue an idempotent insert (ON CONFLICT DO NOTHING)."""
+        self._inserts[table.name].append(row)
+
+    async def flush(self, connection: AsyncConnection) -> None:
+        await self._flush_new_exceptions(connection)
+        await self._flush_exception_updates(connection)
+        await self._flush_playbook_runs(connection)
+        for table_name, rows in self._inserts.items():
+            table = schema.metadata.tables[table_name]
+            await connection.execute(insert(table).on_conflict_do_nothing(), rows)
+
+    async def _flush_new_exceptions(self, connection: AsyncConnection) -> None:
+        if not self._new_exceptions:
+            return
+        rows = [{**self.exceptions[key], "updated_at": self.now} for key in sorted(self._new_exceptions)]
+        columns = sorted({column for row in rows for column in row})
+        rows = [{column: row.get(column) for column in columns} for row in rows]
+        statement = insert(schema.exceptions)
+        keep = {"tenant_id", "exception_id", "created_at"}
+        statement = statement.on_conflict_do_update(
+            index_elements=["tenant_id", "exception_id"],
+            set_={column: statement.excluded[column] for column in columns if column not in keep},
+        )
+        await connection.execute(statement, rows)
+
+    async def _flush_exception_updates(self, connection: AsyncConnection) -> None:
+        by_columns: dict[frozenset[str], list[ExceptionKey]] = defaultdict(list)
+        for key, columns in self._dirty_exception_columns.items():
+            if columns:
+                by_columns[frozenset(columns)].append(key)
+        table = schema.exceptions
+        for columns, keys in by_columns.items():
+            ordered = sorted(columns)
+            statement = (
+                update(table)
+                .where(and_(table.c.tenant_id == bindparam("k_tenant"), table.c.exception_id == bindparam("k_exception")))
+                .values({column: bindparam(f"v_{column}") for column in ordered} | {"updated_at": bindparam("v_updated_at")})
+            )
+            params = [
+                {"k_tenant": key[0], "k_exception": key[1], "v_updated_at": self.now}
+                | {f"v_{column}": self.exceptions[key][column] for column in ordered}
+                for key in sorted(keys)
+            ]
+            await connection.execute(statement, params)
+
+    async def _flush_playbook_runs(self, connection: AsyncConnection) -> None:
+        if not self._dirty_playbook_runs:
+            return
+        rows = [{**self.playbook_runs[key], "updated_at": self.now} for key in sorted(self._dirty_playbook_runs)]
+        statement = insert(schema.playbook_runs)
+        keep = {"tenant_id", "exception_id", "started_at"}
+        statement = statement.on_conflict_do_update(
+            index_elements=["tenant_id", "exception_id"],
+            set_={column: statement.excluded[column] for column in rows[0] if column not in keep},
+        )
+        await connection.execute(statement, rows)
+
+
+async def load_exceptions(connection: AsyncConnection, keys: set[ExceptionKey]) -> dict[ExceptionKey, dict[str, Any]]:
+    if not keys:
+        return {}
+    table = schema.exceptions
+    result = await connection.execute(select(table).where(tuple_(table.c.tenant_id, table.c.exception_id).in_(sorted(keys))))
+    return {(row.tenant_id, row.exception_id): dict(row._mapping) for row in result}
+
+
+async def load_playbook_runs(connection: AsyncConnection, keys: set[ExceptionKey]) -> dict[ExceptionKey, dict[str, Any]]:
+    if not keys:
+        return {}
+    table = schema.playbook_runs
+    result = await connection.execute(select(table).where(tuple_(table.c.tenant_id, table.c.exception_id).in_(sorted(keys))))
+    return {(row.tenant_id, row.exception_id): dict(row._mapping) for row in result}
+
+
+class Stage(ABC):
+    """A pipeline stage's business logic. Subclasses set `name` and `accepts`."""
+
+    name: ClassVar[str]
+    accepts: ClassVar[frozenset[EventType]]
+
+    def __init__(self, settings: Settings, packs: PackRegistry) -> None:
+        self.settings = settings
+        self.packs = packs
+
+    async def prepare(self, events: list[EventEnvelope], state: BatchState) -> None:
+        """Slow I/O before the transaction opens (results go in `state.prepared`). Default: none."""
+        return None
+
+    async def load(self, connection: AsyncConnection, events: list[EventEnvelope], state: BatchState) -> None:
+        """Load the rows `handle` needs, in as few queries as possible. Default: the exceptions."""
+        keys = {(event.tenant_id, event.exception_id) for event in events}
+        state.exceptions.update(await load_exceptions(connection, keys))
+
+    @abstractmethod
+    async def handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:
+        """Apply one event to `state`; return what to emit."""
+
+
+def require_exception(event: EventEnvelope, state: BatchState) -> dict[str, Any]:
+    """The exception row an event refers to. Missing means intake never saw it: a validation error."""
+    row = state.exception(event)
+    if row is None:
+        raise UnexpectedEventError(
+            f"{event.event_type} for exception {event.exception_id} of tenant {event.tenant_id}, which intake never recorded"
+        )
+    return row

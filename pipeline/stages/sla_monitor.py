@@ -1,0 +1,115 @@
+"""SLA monitor: emit SLAImminent / SLAExpired for open exceptions, once per exception and threshold.
+
+Once-only holds even with two monitors running: the `sla_notifications` primary key decides which
+monitor's insert wins, and only the winner emits. Emission is an outbox: the notification row and
+its `event_log` entry commit together with `published = false`; after the event is produced the row
+is marked published, and unpublished rows are re-sent on the next scan (a crash in between costs a
+duplicate on the `sla-events` topic, never a lost notification).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import and_, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline.events import EventEnvelope, EventType, utc_now
+from pipeline.settings import SlaSettings
+from pipeline.storage import schema
+from pipeline.storage.database import transaction
+from pipeline.storage.event_store import envelope_from_row, event_log_row
+
+_SLA_NAMESPACE = uuid.UUID("9b0f6a52-3c1e-4d7a-8f25-6e4b1c0d2a97")
+CLOSED_STATUSES = ("resolved", "rejected", "non_actionable")
+
+_DUE = text(
+    """
+    SELECT e.tenant_id, e.exception_id, e.sla_deadline, e.created_at, e.severity, e.status, e.exception_type,
+           CASE WHEN e.sla_deadline <= :now THEN 'expired' ELSE 'imminent' END AS threshold
+    FROM exceptions e
+    WHERE e.resolved_at IS NULL
+      AND e.sla_deadline IS NOT NULL
+      AND e.status NOT IN ('resolved', 'rejected', 'non_actionable')
+      AND e.sla_deadline - (e.sla_deadline - e.created_at) * :fraction <= :now
+      AND NOT EXISTS (
+          SELECT 1 FROM sla_notifications n
+          WHERE n.tenant_id = e.tenant_id AND n.exception_id = e.exception_id
+            AND n.threshold = CASE WHEN e.sla_deadline <= :now THEN 'expired' ELSE 'imminent' END)
+    ORDER BY e.sla_deadline
+    LIMIT :limit
+    """
+)
+
+
+def sla_event_id(tenant_id: str, exception_id: str, threshold: str) -> str:
+    return str(uuid.uuid5(_SLA_NAMESPACE, f"{tenant_id}/{exception_id}/{threshold}"))
+
+
+class SlaMonitor:
+    def __init__(self, engine: AsyncEngine, settings: SlaSettings, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+
+    async def scan(self) -> list[EventEnvelope]:
+        """Record new notifications; return every notification not yet published (new and old)."""
+        now = self.clock()
+        async with transaction(self.engine) as connection:
+            due = (await connection.execute(_DUE, {"now": now, "fraction": self.settings.imminent_fraction,
+                                                   "limit": self.settings.batch_limit})).all()
+            events = [self._event(row, now) for row in due]
+            if events:
+                table = schema.sla_notifications
+                rows = [{"tenant_id": e.tenant_id, "exception_id": e.exception_id, "threshold": e.payload["threshold"],
+                         "event_id": e.event_id, "published": False, "emitted_at": now} for e in events]
+                won = await connection.execute(
+                    insert(table).on_conflict_do_nothing().returning(table.c.event_id), rows
+                )
+                won_ids = {row.event_id for row in won}
+                winners = [e for e in events if e.event_id in won_ids]
+                if winners:
+                    log_rows = [event_log_row(e, "sla_monitor") for e in winners]
+                    await connection.execute(insert(schema.event_log).on_conflict_do_nothing(), log_rows)
+            return await self._unpublished(connection)
+
+    async def mark_published(self, event_ids: list[str]) -> None:
+        if not event_ids:
+            return
+        table = schema.sla_notifications
+        async with transaction(self.engine) as connection:
+            await connection.execute(
+                update(table).where(and_(table.c.event_id == bindparam("b_event_id"))).values(published=True),
+                [{"b_event_id": event_id} for event_id in event_ids],
+            )
+
+    async def _unpublished(self, connection) -> list[EventEnvelope]:  # type: ignore[no-untyped-def]
+        notifications, log = schema.sla_notifications, schema.event_log
+        rows = await connection.execute(
+            select(log).join(notifications, notifications.c.event_id == log.c.event_id)
+            .where(notifications.c.published.is_(False))
+            .limit(self.settings.batch_limit)
+        )
+        return [envelope_from_row(row) for row in rows]
+
+    def _event(self, row, now: datetime) -> EventEnvelope:  # type: ignore[no-untyped-def]
+        threshold = row.threshold
+        return EventEnvelope(
+            event_id=sla_event_id(row.tenant_id, row.exception_id, threshold),
+            event_type=EventType.SLA_EXPIRED if threshold == "expired" else EventType.SLA_IMMINENT,
+            tenant_id=row.tenant_id,
+            exception_id=row.exception_id,
+            timestamp=now,
+            payload={
+                "threshold": threshold,
+                "sla_deadline": row.sla_deadline.isoformat(),
+                "seconds_left": round((row.sla_deadline - now).total_seconds(), 3),
+                "severity": row.severity,
+                "status": row.status,
+                "exception_type": row.exception_type,
+            },
+            metadata={"stage": "sla_monitor"},
+        )

@@ -1,0 +1,71 @@
+"""Triage: type, severity, confidence, rationale and the SLA deadline, through a triage backend."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pipeline.events import EventEnvelope, EventType
+from pipeline.packs import PackRegistry
+from pipeline.settings import Settings
+from pipeline.stages.base import BatchState, Emission, Stage, require_exception
+from pipeline.triage import RulesBackend, TriageBackend, TriageDecision, TriageInput, assess_severity
+
+
+class TriageStage(Stage):
+    name = "triage"
+    accepts = frozenset({EventType.EXCEPTION_NORMALIZED})
+
+    def __init__(self, settings: Settings, packs: PackRegistry, backend: TriageBackend | None = None) -> None:
+        super().__init__(settings, packs)
+        self.backend = backend or RulesBackend()
+
+    async def prepare(self, events: list[EventEnvelope], state: BatchState) -> None:
+        # Classify the whole batch at once, outside the transaction: model backends are slow.
+        inputs = [
+            TriageInput(
+                tenant=self.packs.view(event.tenant_id),
+                exception_id=event.exception_id,
+                type_hint=event.payload.get("type_hint"),
+                description=event.payload.get("description", ""),
+                attributes=event.payload.get("attributes", {}),
+            )
+            for event in events
+        ]
+        for event, decision in zip(events, self.backend.classify(inputs), strict=True):
+            state.prepared[event.event_id] = decision
+
+    async def handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:
+        row = require_exception(event, state)
+        tenant = self.packs.view(event.tenant_id)
+        decision: TriageDecision = state.prepared[event.event_id]
+        attributes = event.payload.get("attributes", {})
+        severity, rules = assess_severity(tenant, decision.exception_type, attributes, event.payload.get("description", ""))
+        detected_at = row["created_at"] or state.now
+        deadline = detected_at + timedelta(minutes=tenant.sla_minutes(severity))
+        rationale = decision.rationale + (f"; severity rules: {', '.join(rules)}" if rules else "")
+        state.update_exception(
+            (event.tenant_id, event.exception_id),
+            status="triaged",
+            exception_type=decision.exception_type,
+            severity=severity.value,
+            confidence=decision.confidence,
+            rationale=rationale,
+            triage_backend=decision.backend,
+            triage_model=decision.model,
+            sla_deadline=deadline,
+        )
+        return [
+            Emission(
+                EventType.TRIAGE_COMPLETED,
+                {
+                    "exception_type": decision.exception_type,
+                    "severity": severity.value,
+                    "confidence": decision.confidence,
+                    "rationale": rationale,
+                    "backend": decision.backend,
+                    "model": decision.model,
+                    "sla_deadline": deadline.isoformat(),
+                    "severity_rules": rules,
+                },
+            )
+        ]

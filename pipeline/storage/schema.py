@@ -1,0 +1,218 @@
+"""The PostgreSQL schema, as SQLAlchemy Core tables. Alembic migrations create it (`sentinai migrate`).
+
+Table and column names are contracts: the operations runbook queries `exceptions`, `event_log`,
+`event_processing_log` and `dead_letter_queue` verbatim. Every domain table carries `tenant_id`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+
+def _now_column(name: str) -> Column:
+    return Column(name, DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("domain", String(64), nullable=False),
+    Column("domain_version", String(32), nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("pack", JSONB, nullable=False, comment="the tenant pack as loaded"),
+    _now_column("created_at"),
+    _now_column("updated_at"),
+)
+
+exceptions = Table(
+    "exceptions",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("exception_id", String(128), nullable=False),
+    Column("status", String(32), nullable=False, comment="open, triaged, in_progress, awaiting_approval, ..."),
+    Column("source_system", String(128)),
+    Column("type_hint", String(128)),
+    Column("description", Text),
+    Column("attributes", JSONB, nullable=False, server_default="{}", comment="normalised, PII redacted"),
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("exception_type", String(64)),
+    Column("severity", String(16)),
+    Column("confidence", Float),
+    Column("rationale", Text),
+    Column("triage_backend", String(32)),
+    Column("triage_model", String(128)),
+    Column("sla_deadline", DateTime(timezone=True)),
+    Column("actionable", Boolean),
+    Column("approval_required", Boolean),
+    Column("escalated", Boolean),
+    Column("policy_reasons", JSONB),
+    Column("playbook_id", String(64)),
+    Column("owner", String(128)),
+    Column("resolved_at", DateTime(timezone=True)),
+    _now_column("created_at"),
+    _now_column("updated_at"),
+    PrimaryKeyConstraint("tenant_id", "exception_id"),
+)
+Index("ix_exceptions_exception_id", exceptions.c.exception_id)
+Index("ix_exceptions_tenant_status", exceptions.c.tenant_id, exceptions.c.status)
+Index(
+    "ix_exceptions_open_sla",
+    exceptions.c.sla_deadline,
+    postgresql_where=exceptions.c.resolved_at.is_(None),
+)
+
+event_log = Table(
+    "event_log",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("event_type", String(64), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("exception_id", String(128), nullable=False),
+    Column("correlation_id", String(128), nullable=False),
+    Column("partition_key", String(256), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("metadata", JSONB, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event_timestamp", DateTime(timezone=True), nullable=False),
+    Column("produced_by", String(32), nullable=False, comment="stage that emitted it, or 'source'"),
+    _now_column("created_at"),
+)
+Index("ix_event_log_exception", event_log.c.tenant_id, event_log.c.exception_id, event_log.c.created_at)
+
+event_processing_log = Table(
+    "event_processing_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", String(128), nullable=False),
+    Column("worker_type", String(32), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("exception_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False, comment="completed, retrying, failed"),
+    Column("retry_count", Integer, nullable=False, server_default="0"),
+    Column("error_type", String(64)),
+    Column("error_message", Text),
+    Column("next_retry_at", DateTime(timezone=True)),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("duration_ms", Float),
+    Column("output_event_ids", ARRAY(String(128)), nullable=False, server_default="{}"),
+    Column("topic", String(255)),
+    Column("partition", Integer),
+    Column("offset", BigInteger),
+    _now_column("created_at"),
+    Column("completed_at", DateTime(timezone=True)),
+    UniqueConstraint("event_id", "worker_type", name="uq_event_processing_event_worker"),
+)
+Index("ix_epl_status_due", event_processing_log.c.status, event_processing_log.c.next_retry_at)
+Index("ix_epl_exception", event_processing_log.c.tenant_id, event_processing_log.c.exception_id)
+
+dead_letter_queue = Table(
+    "dead_letter_queue",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", String(128), nullable=False, comment="raw-<sha256> when the record could not be decoded"),
+    Column("event_type", String(64)),
+    Column("tenant_id", String(64)),
+    Column("exception_id", String(128)),
+    Column("worker_type", String(32), nullable=False),
+    Column("error_type", String(64), nullable=False),
+    Column("error_message", Text, nullable=False),
+    Column("retry_count", Integer, nullable=False, server_default="0"),
+    Column("original_topic", String(255)),
+    Column("original_partition", Integer),
+    Column("original_offset", BigInteger),
+    Column("original_key", LargeBinary),
+    Column("original_value", LargeBinary, comment="the record's bytes exactly as consumed"),
+    Column("original_headers", JSONB, nullable=False, server_default="[]"),
+    Column("payload", JSONB, comment="the decoded event, when it decoded"),
+    _now_column("created_at"),
+    UniqueConstraint("event_id", "worker_type", name="uq_dlq_event_worker"),
+)
+Index("ix_dlq_tenant", dead_letter_queue.c.tenant_id, dead_letter_queue.c.created_at)
+
+tool_executions = Table(
+    "tool_executions",
+    metadata,
+    Column("execution_id", String(128), primary_key=True, comment="= the ToolExecutionRequested event id"),
+    Column("tenant_id", String(64), nullable=False),
+    Column("exception_id", String(128), nullable=False),
+    Column("playbook_id", String(64), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("tool_name", String(64), nullable=False),
+    Column("tool_kind", String(16), nullable=False),
+    Column("input", JSONB, nullable=False),
+    Column("output", JSONB),
+    Column("outcome", String(16), nullable=False, comment="succeeded, failed, rejected"),
+    Column("error_type", String(64)),
+    Column("error_message", Text),
+    Column("duration_ms", Float, nullable=False),
+    _now_column("executed_at"),
+)
+Index("ix_tool_executions_exception", tool_executions.c.tenant_id, tool_executions.c.exception_id)
+
+playbook_runs = Table(
+    "playbook_runs",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("exception_id", String(128), nullable=False),
+    Column("playbook_id", String(64), nullable=False),
+    Column("status", String(24), nullable=False, comment="running, waiting_tool, awaiting_approval, completed, rejected, failed"),
+    Column("next_step", Integer, nullable=False, comment="index of the next step to run"),
+    Column("approval_required", Boolean, nullable=False),
+    Column("approved", Boolean),
+    Column("step_results", JSONB, nullable=False, server_default="[]"),
+    _now_column("started_at"),
+    _now_column("updated_at"),
+    Column("completed_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("tenant_id", "exception_id"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("exception_id", String(128), nullable=False),
+    Column("outcome", String(24), nullable=False, comment="resolved, escalated, rejected, failed, non_actionable"),
+    Column("auto_resolved", Boolean, nullable=False),
+    Column("resolution_time_s", Float),
+    Column("exception_type", String(64)),
+    Column("severity", String(16)),
+    Column("playbook_id", String(64)),
+    Column("tool_outcomes", JSONB, nullable=False, server_default="{}"),
+    _now_column("recorded_at"),
+    PrimaryKeyConstraint("tenant_id", "exception_id"),
+)
+
+sla_notifications = Table(
+    "sla_notifications",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("exception_id", String(128), nullable=False),
+    Column("threshold", String(16), nullable=False, comment="imminent or expired"),
+    Column("event_id", String(128), nullable=False),
+    Column("published", Boolean, nullable=False, server_default="false"),
+    _now_column("emitted_at"),
+    PrimaryKeyConstraint("tenant_id", "exception_id", "threshold"),
+)
