@@ -97,7 +97,7 @@ async def demo_events(packs: PackRegistry, *, rate: float, duration_s: float, se
     tenants = [packs.view(tenant_id) for tenant_id in sorted(packs.tenants) if packs.tenants[tenant_id].status == "active"]
     count = int(rate * duration_s)
     started = time.monotonic()
-    for index, item in enumerate(generate_stream(seed, tenants, count)):
+    for index, item in enumerate(generate_stream(seed, tenants, count, start=utc_now())):
         due = started + index / rate
         delay = due - time.monotonic()
         if delay > 0:

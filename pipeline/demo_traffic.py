@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from pipeline.packs.loader import TenantView
 from pipeline.tools.builtin import (
     CPT_DIAGNOSIS_PREFIXES,
+    PRIOR_AUTH_CPT,
     add_business_days,
     cusip_check_digit,
     isin_check_digit,
@@ -151,8 +152,8 @@ def _settlement_fail(rng: random.Random, today: date) -> tuple[Attributes, str]:
 _TRADE_MISMATCH_TEXTS = (
     "{platform} economic mismatch on {trade_id} with {counterparty}: we booked {our_quantity:,} {isin} at "
     "{our_price}, they confirm {their_quantity:,} at {their_price}.",
-    "Confirmation from {counterparty} for trade {trade_id} does not agree with our booking (settle "
-    "{our_settlement_date} vs {their_settlement_date}); trade unaffirmed on {platform}.",
+    "Confirmation from {counterparty} for trade {trade_id} does not agree with our booking of {our_quantity:,} "
+    "{isin} @ {our_price} settling {our_settlement_date}; trade unaffirmed on {platform}.",
     "Unaffirmed block {trade_id}: {counterparty} shows {their_quantity:,} {security} @ {their_price} settling "
     "{their_settlement_date}, our records {our_quantity:,} @ {our_price}.",
 )
@@ -218,7 +219,7 @@ def _position_break(rng: random.Random, today: date) -> tuple[Attributes, str]:
         "days_outstanding": rng.choice((0, 1, 2, 3, 6)),
     }
     return attributes, _text(
-        rng, _POSITION_BREAK_TEXTS, attributes, security=security.name, break_quantity=break_quantity
+        rng, _POSITION_BREAK_TEXTS, attributes, security=security.name, break_quantity=abs(break_quantity)
     )
 
 
@@ -513,8 +514,10 @@ _MISSING_AUTH_TEXTS = (
 
 
 def _missing_authorization(rng: random.Random, today: date) -> tuple[Attributes, str]:
-    provider = rng.choice(_PROVIDERS)
-    cpt = rng.choice(provider.procedures)
+    # Mostly procedures that do need prior auth; the rest are false alarms the tool clears.
+    needs_auth = rng.random() < 0.75
+    cpt = rng.choice([code for code in _PROCEDURES if (code in PRIOR_AUTH_CPT) == needs_auth])
+    provider = rng.choice([provider for provider in _PROVIDERS if cpt in provider.procedures])
     attributes = _claim(rng, today, provider)
     attributes.update(cpt_code=cpt, icd10_code=rng.choice(_DIAGNOSES[cpt]), billed_amount=_billed(rng, cpt))
     extra = {"procedure": _PROCEDURES[cpt][0], "plan": _PLANS[attributes["plan_type"]]}
@@ -560,8 +563,8 @@ def _code_mismatch(rng: random.Random, today: date) -> tuple[Attributes, str]:
 _CREDENTIALS = {"state_license": "State medical license", "dea_registration": "DEA registration",
                 "board_certification": "Board certification", "network_credentialing": "Network credentialing"}  # fmt: skip
 _CREDENTIAL_TEXTS = (
-    "{credential} for {provider_name} (NPI {provider_npi}) expired {credential_expiry}; claim {claim_id} has "
-    "date of service {service_date}.",
+    "Credential check on claim {claim_id}: {credential} for {provider_name} (NPI {provider_npi}) has expiry "
+    "{credential_expiry} on file, date of service {service_date}.",
     "Credentialing hold on claim {claim_id}: {provider_name} shows a {credential} lapse, expiry on file "
     "{credential_expiry}.",
     "Provider enrollment check failed for NPI {provider_npi}: {credential} not current, {days_outstanding} "
@@ -783,7 +786,7 @@ class _TypeTraffic(NamedTuple):
     sources: tuple[str, ...]
 
 
-TRAFFIC: dict[str, _TypeTraffic] = {
+_TRAFFIC: dict[str, _TypeTraffic] = {
     "SETTLEMENT_FAIL": _TypeTraffic(22, _settlement_fail, ("swift-gateway", "murex", "calypso")),
     "TRADE_MISMATCH": _TypeTraffic(15, _trade_mismatch, ("dtcc-ctm", "murex", "calypso")),
     "POSITION_BREAK": _TypeTraffic(12, _position_break, ("tlm-recs", "duco")),
@@ -873,7 +876,7 @@ def _type_hint(rng: random.Random, tenant: TenantView, exception_type: str) -> s
 
 def demo_types(tenant: TenantView) -> tuple[str, ...]:
     """The tenant's exception types this module can generate (its pack's types that have a generator)."""
-    return tuple(name for name in tenant.domain.exception_types if name in TRAFFIC)
+    return tuple(name for name in tenant.domain.exception_types if name in _TRAFFIC)
 
 
 def generate_for_type(
@@ -892,7 +895,7 @@ def generate_for_type(
         raise ValueError(
             f"no demo traffic for {exception_type!r} in tenant {tenant.tenant_id} ({tenant.domain.pack})"
         )
-    traffic = TRAFFIC[exception_type]
+    traffic = _TRAFFIC[exception_type]
     occurred_at = start - timedelta(seconds=rng.randint(60, 12 * 3600))
     attributes, description = traffic.generate(rng, occurred_at.date())
     pii = _finance_pii(rng) if tenant.domain.pack == "finance" else _healthcare_pii(rng)
@@ -914,7 +917,7 @@ def generate_exception(
     names = demo_types(tenant)
     if not names:
         raise ValueError(f"no demo traffic for domain {tenant.domain.pack!r} (tenant {tenant.tenant_id})")
-    exception_type = rng.choices(names, weights=[TRAFFIC[name].weight for name in names])[0]
+    exception_type = rng.choices(names, weights=[_TRAFFIC[name].weight for name in names])[0]
     return generate_for_type(rng, tenant, exception_type, sequence=sequence, start=start)
 
 
@@ -924,7 +927,10 @@ def generate_stream(
     """`count` items `{"tenant_id", "exception"}`, tenants drawn uniformly; the same seed gives the same stream.
 
     Exception ids are unique within a stream (they end in the item's sequence number) and, through a
-    token drawn from the seed's generator, differ between seeds. Raises ValueError for no tenants.
+    token drawn from the seed's generator, differ between seeds. `start` moves only the timestamps and
+    dates (occurred_at falls in the 12 hours before it), never the ids: pass the current time for a live
+    demo so that date-window tools (settlement, reporting deadlines) see fresh dates. Raises ValueError
+    for no tenants.
     """
     if not tenants:
         raise ValueError("generate_stream needs at least one tenant")

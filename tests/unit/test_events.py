@@ -1,0 +1,150 @@
+"""pipeline.events: the strict, versioned envelope, deterministic derived ids and decoding."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pydantic
+import pytest
+
+from pipeline.errors import EventDecodeError, SchemaVersionError
+from pipeline.events import EventEnvelope, EventType, decode_event, derived_event_id, partition_key
+
+NOW = datetime(2025, 6, 5, 9, 30, tzinfo=UTC)
+
+
+def envelope(**overrides: Any) -> EventEnvelope:
+    fields: dict[str, Any] = {
+        "event_id": "evt-1",
+        "event_type": EventType.EXCEPTION_INGESTED,
+        "tenant_id": "FIN_ACME",
+        "exception_id": "EXC-1",
+        "timestamp": NOW,
+        "payload": {"description": "DVP sale failed to settle"},
+    }
+    fields.update(overrides)
+    return EventEnvelope(**fields)
+
+
+def test_unknown_field_is_rejected() -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        envelope(priority="high")
+    errors = info.value.errors()
+    assert [(error["type"], error["loc"]) for error in errors] == [("extra_forbidden", ("priority",))]
+
+
+def test_envelope_is_frozen() -> None:
+    event = envelope()
+    with pytest.raises(pydantic.ValidationError):
+        event.tenant_id = "FIN_GLOBEX"  # type: ignore[misc]
+    assert event.tenant_id == "FIN_ACME"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("tenant_id", "FIN ACME"), ("exception_id", "EXC/1"), ("event_id", ""), ("event_type", "SomethingElse")],
+)
+def test_malformed_identifiers_are_rejected(field: str, value: str) -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        envelope(**{field: value})
+    assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_correlation_id_defaults_to_exception_id() -> None:
+    assert envelope().correlation_id == "EXC-1"
+    assert envelope(correlation_id="batch-77").correlation_id == "batch-77"
+
+
+def test_naive_timestamp_is_taken_as_utc() -> None:
+    event = envelope(timestamp=datetime(2025, 6, 5, 9, 30))
+    assert event.timestamp.tzinfo is UTC
+    assert event.timestamp == NOW
+
+
+def test_aware_timestamp_keeps_its_instant() -> None:
+    paris = datetime(2025, 6, 5, 11, 30, tzinfo=timezone(timedelta(hours=2)))
+    assert envelope(timestamp=paris).timestamp == NOW
+
+
+def test_partition_key_is_tenant_colon_exception() -> None:
+    assert envelope().partition_key == "FIN_ACME:EXC-1"
+    assert partition_key("HC_MERIDIAN", "CLM-9") == "HC_MERIDIAN:CLM-9"
+
+
+def derive(parent: EventEnvelope, *, stage: str = "intake", position: int = 0) -> EventEnvelope:
+    return parent.derive(
+        EventType.EXCEPTION_NORMALIZED, stage=stage, position=position, payload={"n": 1}, now=NOW + timedelta(seconds=5)
+    )
+
+
+def test_derive_gives_the_same_id_for_the_same_inputs() -> None:
+    first = derive(envelope())
+    again = derive(envelope(payload={"something": "else"}))  # the payload does not enter the id
+    assert first.event_id == again.event_id == derived_event_id("evt-1", "intake", 0)
+
+
+def test_derive_ids_differ_by_stage_position_and_parent() -> None:
+    ids = {
+        derive(envelope()).event_id,
+        derive(envelope(), stage="triage").event_id,
+        derive(envelope(), position=1).event_id,
+        derive(envelope(event_id="evt-2")).event_id,
+    }
+    assert len(ids) == 4
+
+
+def test_derived_event_carries_identity_and_causation() -> None:
+    parent = envelope(correlation_id="corr-9", metadata={"source": "cli"})
+    child = derive(parent, stage="intake", position=0)
+    assert child.event_type is EventType.EXCEPTION_NORMALIZED
+    assert (child.tenant_id, child.exception_id, child.correlation_id) == ("FIN_ACME", "EXC-1", "corr-9")
+    assert child.timestamp == NOW + timedelta(seconds=5)
+    assert child.payload == {"n": 1}
+    assert child.metadata == {"source": "cli", "caused_by": "evt-1", "stage": "intake"}
+
+
+def test_round_trip_through_bytes() -> None:
+    event = envelope(metadata={"source": "cli"})
+    decoded = decode_event(event.to_bytes())
+    assert decoded == event
+    assert decoded.event_type is EventType.EXCEPTION_INGESTED
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\xc3\x28not utf-8", "not UTF-8 JSON"),
+        (b"{not json", "not UTF-8 JSON"),
+        (b"[1, 2, 3]", "JSON list"),
+        (b'"just a string"', "JSON str"),
+        (None, "tombstone"),
+    ],
+)
+def test_undecodable_values_raise_event_decode_error(raw: bytes | None, message: str) -> None:
+    with pytest.raises(EventDecodeError, match=message) as info:
+        decode_event(raw)
+    assert info.value.retryable is False
+    assert info.value.error_type == "validation_error"
+
+
+def test_object_that_is_not_an_event_names_the_missing_field() -> None:
+    raw = json.dumps({"event_type": "ExceptionIngested", "tenant_id": "FIN_ACME"}).encode()
+    with pytest.raises(EventDecodeError, match="event_id: Field required"):
+        decode_event(raw)
+
+
+def test_unsupported_version_raises_schema_version_error() -> None:
+    document = json.loads(envelope().to_bytes())
+    document["version"] = 2
+    with pytest.raises(SchemaVersionError, match="version 2 is not supported") as info:
+        decode_event(json.dumps(document).encode())
+    assert info.value.error_type == "unsupported_version"
+    assert info.value.retryable is False
+
+
+def test_missing_version_means_version_one() -> None:
+    document = json.loads(envelope().to_bytes())
+    del document["version"]
+    assert decode_event(json.dumps(document).encode()).version == 1
