@@ -191,6 +191,7 @@ def _run_foreground(
 
     settings, services = platform.resolve_services(settings)
     deployment = None
+    demo: threading.Thread | None = None
     try:
         if prepare:
             asyncio.run(platform.prepare_storage_and_topics(settings))
@@ -201,11 +202,14 @@ def _run_foreground(
         log.info("platform running: stages=%s kafka=%s; Ctrl-C to stop", ",".join(stages) or "-",
                  settings.kafka.bootstrap_servers)
         if demo_rate > 0:
-            _start_demo_thread(settings, demo_rate, stop_requested)
+            demo = _start_demo_thread(settings, demo_rate, stop_requested)
         while not stop_requested.wait(timeout=30):
             _log_progress(deployment)
         return 0
     finally:
+        stop_requested.set()
+        if demo is not None:
+            demo.join(timeout=15)
         if deployment is not None:
             deployment.stop(settings.shutdown_grace_s)
         if ray.is_initialized():
@@ -214,17 +218,19 @@ def _run_foreground(
         log.info("stopped")
 
 
-def _start_demo_thread(settings: Settings, rate: float, stop: threading.Event) -> None:
+def _start_demo_thread(settings: Settings, rate: float, stop: threading.Event) -> threading.Thread:
     from cluster.publish import run_demo
     from pipeline.packs import load_packs
 
     def loop() -> None:
         packs = load_packs(settings.pack_dir)
         while not stop.is_set():
-            run_demo(settings, packs, rate=rate, duration_s=10, progress=False)
+            run_demo(settings, packs, rate=rate, duration_s=10, progress=False, stop=stop)
 
-    threading.Thread(target=loop, name="demo-traffic", daemon=True).start()
+    thread = threading.Thread(target=loop, name="demo-traffic", daemon=True)
+    thread.start()
     log.info("demo traffic: %.1f exceptions/s for tenants %s", rate, ", ".join(sorted(load_packs(settings.pack_dir).tenants)))
+    return thread
 
 
 def _log_progress(deployment: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -90,14 +91,18 @@ def submit_file(settings: Settings, path: Path, packs: PackRegistry, *, progress
     return report
 
 
-async def demo_events(packs: PackRegistry, *, rate: float, duration_s: float, seed: int) -> AsyncIterator[EventEnvelope]:
-    """Generated exceptions for the demo tenants at `rate` per second for `duration_s` seconds."""
+async def demo_events(
+    packs: PackRegistry, *, rate: float, duration_s: float, seed: int, stop: threading.Event | None = None
+) -> AsyncIterator[EventEnvelope]:
+    """Generated exceptions for the demo tenants at `rate` per second for `duration_s` seconds (or until `stop`)."""
     from pipeline.demo_traffic import generate_stream
 
     tenants = [packs.view(tenant_id) for tenant_id in sorted(packs.tenants) if packs.tenants[tenant_id].status == "active"]
     count = int(rate * duration_s)
     started = time.monotonic()
     for index, item in enumerate(generate_stream(seed, tenants, count, start=utc_now())):
+        if stop is not None and stop.is_set():
+            return
         due = started + index / rate
         delay = due - time.monotonic()
         if delay > 0:
@@ -106,9 +111,9 @@ async def demo_events(packs: PackRegistry, *, rate: float, duration_s: float, se
 
 
 def run_demo(settings: Settings, packs: PackRegistry, *, rate: float, duration_s: float, seed: int | None = None,
-             progress: bool = True) -> int:
+             progress: bool = True, stop: threading.Event | None = None) -> int:
     seed = seed if seed is not None else random.randrange(1 << 30)
-    events = demo_events(packs, rate=rate, duration_s=duration_s, seed=seed)
+    events = demo_events(packs, rate=rate, duration_s=duration_s, seed=seed, stop=stop)
     return asyncio.run(publish(settings, events, total=int(rate * duration_s), progress=progress))
 
 

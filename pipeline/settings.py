@@ -8,6 +8,7 @@ unknown keys, so a typo fails at start-up naming the key instead of being ignore
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STAGE_NAMES: tuple[str, ...] = ("intake", "triage", "policy", "playbook", "tool", "feedback")
 """Stages fed by Kafka, in pipeline order. `sla_monitor` is periodic and has no input topic."""
+
+
+def default_data_dir() -> Path:
+    """A dedicated directory: as root the embedded PostgreSQL makes every parent of its data directory
+    world-readable, so it must not live under a home directory."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/sentinai")
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "sentinai"
 
 
 class _Frozen(BaseModel):
@@ -130,7 +139,7 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    data_dir: Path = Field(default=Path(".sentinai"), description="embedded PostgreSQL, broker logs and state")
+    data_dir: Path = Field(default_factory=lambda: default_data_dir(), description="embedded PostgreSQL, broker logs and state")
     max_event_bytes: int = Field(default=1024 * 1024, ge=1024, description="larger events are dead-lettered")
     pack_dir: Path | None = Field(default=None, description="extra domain and tenant packs, loaded after the bundled ones")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

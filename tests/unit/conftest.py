@@ -15,7 +15,14 @@ import pytest
 from pipeline.packs import PackRegistry, load_packs
 from pipeline.settings import Settings
 
-_RUNBOOK_VARIABLES = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "RAY_ADDRESS", "WORKER_TYPE", "CONCURRENCY", "GROUP_ID")
+_RUNBOOK_VARIABLES = (
+    "DATABASE_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "RAY_ADDRESS",
+    "WORKER_TYPE",
+    "CONCURRENCY",
+    "GROUP_ID",
+)
 
 
 @pytest.fixture(autouse=True)

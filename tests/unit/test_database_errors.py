@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import exc as sa_exc
 
@@ -52,7 +50,9 @@ def test_sqlstate_classes(sqlstate: str, expected: type[SentinaiError], retryabl
 
 
 def test_message_text_is_never_matched() -> None:
-    classified = classify_database_error(FakeDriverError("23505", "connection refused, server closed the connection"))
+    classified = classify_database_error(
+        FakeDriverError("23505", "connection refused, server closed the connection")
+    )
     assert type(classified) is DatabaseError
 
 
@@ -77,7 +77,12 @@ def test_psycopg_style_pgcode() -> None:
 
 @pytest.mark.parametrize(
     "error",
-    [ConnectionRefusedError(), ConnectionResetError("reset by peer"), OSError("no route to host"), asyncio.TimeoutError()],
+    [
+        ConnectionRefusedError(),
+        ConnectionResetError("reset by peer"),
+        OSError("no route to host"),
+        TimeoutError(),
+    ],
     ids=["refused", "reset", "oserror", "timeout"],
 )
 def test_network_errors_are_unavailability(error: BaseException) -> None:

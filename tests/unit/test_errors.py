@@ -34,7 +34,9 @@ def test_the_taxonomy_is_complete() -> None:
     defined = {
         name
         for name, value in vars(errors).items()
-        if isinstance(value, type) and issubclass(value, SentinaiError) and value.__module__ == errors.__name__
+        if isinstance(value, type)
+        and issubclass(value, SentinaiError)
+        and value.__module__ == errors.__name__
     }
     assert {cls.__name__ for cls in ALL_ERRORS} == defined
     assert len(defined) >= 20
@@ -61,7 +63,9 @@ def test_transient_errors_are_retried(cls: type[SentinaiError]) -> None:
     assert is_retryable(cls("dependency down")) is True
 
 
-@pytest.mark.parametrize("cls", [ConfigurationError, DatabaseError, ToolFailedError], ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize(
+    "cls", [ConfigurationError, DatabaseError, ToolFailedError], ids=lambda cls: cls.__name__
+)
 def test_permanent_errors_outside_validation_are_not_retried(cls: type[SentinaiError]) -> None:
     assert is_retryable(cls("nope")) is False
 

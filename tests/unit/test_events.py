@@ -75,7 +75,11 @@ def test_partition_key_is_tenant_colon_exception() -> None:
 
 def derive(parent: EventEnvelope, *, stage: str = "intake", position: int = 0) -> EventEnvelope:
     return parent.derive(
-        EventType.EXCEPTION_NORMALIZED, stage=stage, position=position, payload={"n": 1}, now=NOW + timedelta(seconds=5)
+        EventType.EXCEPTION_NORMALIZED,
+        stage=stage,
+        position=position,
+        payload={"n": 1},
+        now=NOW + timedelta(seconds=5),
     )
 
 

@@ -15,7 +15,11 @@ from pipeline.ingest import ingestion_event, parse_submission_line
 from pipeline.packs import PackRegistry, TenantPack
 
 NOW = datetime(2025, 6, 5, 9, 30, tzinfo=UTC)
-EXCEPTION = {"exception_id": "EXC-20250605-0001", "description": "DVP failed to settle", "source_system": "murex"}
+EXCEPTION = {
+    "exception_id": "EXC-20250605-0001",
+    "description": "DVP failed to settle",
+    "source_system": "murex",
+}
 
 # --- parse_submission_line --------------------------------------------------------------------------
 
@@ -57,7 +61,11 @@ def ingest(packs: PackRegistry, tenant_id: Any, exception: Any) -> Any:
 def test_a_valid_submission_becomes_an_ingested_event(packs: PackRegistry) -> None:
     event = ingest(packs, "FIN_ACME", EXCEPTION)
     assert event.event_type is EventType.EXCEPTION_INGESTED
-    assert (event.tenant_id, event.exception_id, event.correlation_id) == ("FIN_ACME", "EXC-20250605-0001", "EXC-20250605-0001")
+    assert (event.tenant_id, event.exception_id, event.correlation_id) == (
+        "FIN_ACME",
+        "EXC-20250605-0001",
+        "EXC-20250605-0001",
+    )
     assert event.timestamp == NOW
     assert event.payload == EXCEPTION
     assert event.metadata == {"source": "cli"}
@@ -77,7 +85,9 @@ def test_unknown_tenant(packs: PackRegistry) -> None:
 
 
 def test_suspended_tenant(packs: PackRegistry) -> None:
-    registry = packs.with_tenant(TenantPack(tenant_id="FIN_PAUSED", name="Paused", domain="finance", status="suspended"))
+    registry = packs.with_tenant(
+        TenantPack(tenant_id="FIN_PAUSED", name="Paused", domain="finance", status="suspended")
+    )
     with pytest.raises(TenantSuspendedError, match="FIN_PAUSED is suspended"):
         ingest(registry, "FIN_PAUSED", EXCEPTION)
 

@@ -26,13 +26,21 @@ print(json.dumps({"modules": names, "ray": sorted(m for m in sys.modules if m ==
 
 def test_pipeline_never_imports_ray() -> None:
     completed = subprocess.run(
-        [sys.executable, "-c", _IMPORT_EVERYTHING], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", _IMPORT_EVERYTHING],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["ray"] == []
     # The walk really covered the package, stages and Kafka adapters included.
-    assert {"pipeline.events", "pipeline.stages.playbook", "pipeline.kafka.lanes", "pipeline.storage.database"} <= set(
-        report["modules"]
-    )
+    assert {
+        "pipeline.events",
+        "pipeline.stages.playbook",
+        "pipeline.kafka.lanes",
+        "pipeline.storage.database",
+    } <= set(report["modules"])
     assert len(report["modules"]) >= 30

@@ -133,7 +133,9 @@ class FakeWorker:
         self.processed: list[int] = []
         self.restart_on_failure = False
 
-    async def submit(self, lane: int, sequence: int, floor: int, records: list[InboundRecord]) -> BatchResult | str:
+    async def submit(
+        self, lane: int, sequence: int, floor: int, records: list[InboundRecord]
+    ) -> BatchResult | str:
         self.calls.append((sequence, floor))
         if not self.gate.admit("consumer-1", sequence, floor):
             return SKIPPED
@@ -244,7 +246,7 @@ async def test_a_restarted_worker_recovers_from_a_stale_floor() -> None:
     lane = Lane(0, worker.submit, batch_retry=FAST_RETRY)
     for sequence in range(4):
         lane.submit(batch(sequence))
-    results = await asyncio.wait_for(lane.drain(), timeout=1)
+    results = await asyncio.wait_for(lane.drain(), timeout=0.5)
     assert [records[0].offset for records, _ in results] == [0, 1, 2, 3]
     assert worker.processed == [0, 1, 2, 3]
 

@@ -51,6 +51,17 @@ def test_several_kinds_are_reported_in_pattern_order() -> None:
     assert kinds == ["email", "ssn", "card"]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: redact_text reports 'card' whenever the text already contains '[CARD REDACTED]' "
+    "(it checks the output string instead of counting Luhn-valid matches), so pre-redacted text "
+    "is reported as holding a card number",
+)
+def test_already_redacted_text_reports_nothing() -> None:
+    text = "Card [CARD REDACTED] was removed by the source system"
+    assert redact_text(text) == (text, [])
+
+
 def test_luhn() -> None:
     assert luhn_valid([int(c) for c in "79927398713"]) is True
     assert luhn_valid([int(c) for c in "79927398710"]) is False
@@ -91,7 +102,13 @@ def test_a_pii_field_holding_an_object_is_replaced_whole() -> None:
 # --- conditions -----------------------------------------------------------------------------------
 
 
-def check(condition: Condition, attributes: dict[str, Any], *, exception_type: str = "CASH_BREAK", description: str = "") -> bool:
+def check(
+    condition: Condition,
+    attributes: dict[str, Any],
+    *,
+    exception_type: str = "CASH_BREAK",
+    description: str = "",
+) -> bool:
     return matches(condition, exception_type, attributes, description)
 
 
@@ -112,7 +129,9 @@ def test_gte(value: Any, expected: bool) -> None:
     assert check(Condition(field="amount", gte=10_000_000), {"amount": value}) is expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [("10,000", True), (0, True), ("10,000.01", False), ([], False)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("10,000", True), (0, True), ("10,000.01", False), ([], False)]
+)
 def test_lte(value: Any, expected: bool) -> None:
     assert check(Condition(field="amount", lte=10_000), {"amount": value}) is expected
 
@@ -176,7 +195,15 @@ def test_a_comparison_needs_a_field() -> None:
 
 @pytest.mark.parametrize(
     ("value", "number"),
-    [("1,250,000.50", 1_250_000.5), (" 42 ", 42.0), (7, 7.0), (2.5, 2.5), (False, None), ("1.2.3", None), ({}, None)],
+    [
+        ("1,250,000.50", 1_250_000.5),
+        (" 42 ", 42.0),
+        (7, 7.0),
+        (2.5, 2.5),
+        (False, None),
+        ("1.2.3", None),
+        ({}, None),
+    ],
 )
 def test_as_number(value: Any, number: float | None) -> None:
     assert as_number(value) == number

@@ -60,6 +60,8 @@ def test_all_topics_are_prefixed_and_distinct() -> None:
     topics = all_topics(PREFIXED)
     assert len(topics) == len(set(topics)) == 9
     assert all(topic.startswith("t1.") for topic in topics)
-    assert {"t1.exceptions", "t1.sentinai.dlq", "t1.sentinai.sla-events", "t1.sentinai.backpressure"} <= set(topics)
+    assert {"t1.exceptions", "t1.sentinai.dlq", "t1.sentinai.sla-events", "t1.sentinai.backpressure"} <= set(
+        topics
+    )
     every_routed = {topic for event_type in EventType for topic in topics_for(PREFIXED, event_type)}
     assert every_routed <= set(topics)

@@ -43,7 +43,9 @@ def test_nested_sentinai_variable_applies(monkeypatch: pytest.MonkeyPatch) -> No
         ("postgresql+asyncpg://u:p@h/db", "postgresql+asyncpg://u:p@h/db"),
     ],
 )
-def test_database_url_gets_the_async_driver(monkeypatch: pytest.MonkeyPatch, given: str, expected: str) -> None:
+def test_database_url_gets_the_async_driver(
+    monkeypatch: pytest.MonkeyPatch, given: str, expected: str
+) -> None:
     monkeypatch.setenv("DATABASE_URL", given)
     url = load_settings().database.url
     assert url is not None

@@ -44,11 +44,18 @@ def loaded(resolved_at: datetime | None) -> BatchState:
 
 def event(event_type: EventType, payload: dict[str, Any]) -> EventEnvelope:
     return EventEnvelope(
-        event_id="evt-1", event_type=event_type, tenant_id="FIN_ACME", exception_id="EXC-1", timestamp=NOW, payload=payload
+        event_id="evt-1",
+        event_type=event_type,
+        tenant_id="FIN_ACME",
+        exception_id="EXC-1",
+        timestamp=NOW,
+        payload=payload,
     )
 
 
-def completed(outcome: str = "completed", exception_status: str = "resolved", approved: bool | None = None) -> EventEnvelope:
+def completed(
+    outcome: str = "completed", exception_status: str = "resolved", approved: bool | None = None
+) -> EventEnvelope:
     return event(
         EventType.PLAYBOOK_COMPLETED,
         {
@@ -76,7 +83,9 @@ async def test_completed_playbook_without_approval_is_auto_resolved(stage: Feedb
         "tool_outcomes": TOOL_OUTCOMES,
     }
     assert emissions == [Emission(EventType.FEEDBACK_CAPTURED, expected)]
-    assert state._inserts["feedback"] == [{**expected, "tenant_id": "FIN_ACME", "exception_id": "EXC-1", "recorded_at": NOW}]
+    assert state._inserts["feedback"] == [
+        {**expected, "tenant_id": "FIN_ACME", "exception_id": "EXC-1", "recorded_at": NOW}
+    ]
 
 
 async def test_human_approval_means_not_auto_resolved(stage: FeedbackStage) -> None:
@@ -85,7 +94,9 @@ async def test_human_approval_means_not_auto_resolved(stage: FeedbackStage) -> N
 
 
 async def test_escalation_is_timed_until_now(stage: FeedbackStage) -> None:
-    escalated = event(EventType.EXCEPTION_ESCALATED, {"actionable": True, "escalated": True, "playbook_id": None})
+    escalated = event(
+        EventType.EXCEPTION_ESCALATED, {"actionable": True, "escalated": True, "playbook_id": None}
+    )
     [emission] = await stage.handle(escalated, loaded(resolved_at=None))
     assert emission.payload["outcome"] == "escalated"
     assert emission.payload["auto_resolved"] is False
@@ -93,7 +104,9 @@ async def test_escalation_is_timed_until_now(stage: FeedbackStage) -> None:
 
 
 async def test_non_actionable_escalation(stage: FeedbackStage) -> None:
-    [emission] = await stage.handle(event(EventType.EXCEPTION_ESCALATED, {"actionable": False}), loaded(resolved_at=None))
+    [emission] = await stage.handle(
+        event(EventType.EXCEPTION_ESCALATED, {"actionable": False}), loaded(resolved_at=None)
+    )
     assert (emission.payload["outcome"], emission.payload["auto_resolved"]) == ("non_actionable", False)
 
 

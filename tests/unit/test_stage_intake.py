@@ -19,7 +19,9 @@ NOW = datetime(2025, 6, 5, 9, 30, tzinfo=UTC)
 FINANCE_PII = ("account_number", "iban", "client_name", "tax_id", "trader_email")
 
 
-def ingested(payload: dict[str, Any], *, tenant_id: str = "FIN_ACME", exception_id: str = "EXC-1") -> EventEnvelope:
+def ingested(
+    payload: dict[str, Any], *, tenant_id: str = "FIN_ACME", exception_id: str = "EXC-1"
+) -> EventEnvelope:
     return EventEnvelope(
         event_id="evt-ingest-1",
         event_type=EventType.EXCEPTION_INGESTED,
@@ -69,7 +71,13 @@ def test_normalise_minimal_payload_uses_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("source", "expected"),
-    [("SWIFT", "swift"), ("Calypso  EU #2", "calypso-eu-2"), ("core_banking.v2", "core_banking.v2"), ("%%%", "unknown"), ("", "unknown")],
+    [
+        ("SWIFT", "swift"),
+        ("Calypso  EU #2", "calypso-eu-2"),
+        ("core_banking.v2", "core_banking.v2"),
+        ("%%%", "unknown"),
+        ("", "unknown"),
+    ],
 )
 def test_source_system_is_lower_cased_and_cleaned(source: str, expected: str) -> None:
     assert normalise_exception(ingested({"source_system": source}), ())["source_system"] == expected
@@ -134,7 +142,10 @@ def test_payload_exception_id_must_match_the_envelope() -> None:
 
 @pytest.mark.parametrize(
     ("payload", "message"),
-    [({"description": 42}, "description must be a string"), ({"attributes": ["a"]}, "attributes must be an object")],
+    [
+        ({"description": 42}, "description must be a string"),
+        ({"attributes": ["a"]}, "attributes must be an object"),
+    ],
 )
 def test_wrongly_typed_fields_are_rejected(payload: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
@@ -148,7 +159,9 @@ def test_description_is_capped_at_8000_characters() -> None:
 # --- IntakeStage.handle -----------------------------------------------------------------------------
 
 
-async def test_intake_emits_normalized_and_puts_an_open_exception(settings: Settings, packs: PackRegistry) -> None:
+async def test_intake_emits_normalized_and_puts_an_open_exception(
+    settings: Settings, packs: PackRegistry
+) -> None:
     state = BatchState(now=NOW)
     event = ingested(
         {
@@ -190,7 +203,12 @@ async def test_re_ingest_resets_triage_but_keeps_created_at(settings: Settings, 
     }
     await IntakeStage(settings, packs).handle(ingested({"description": "again"}), state)
     row = state.exceptions[("FIN_ACME", "EXC-1")]
-    assert (row["status"], row["exception_type"], row["severity"], row["created_at"]) == ("open", None, None, created)
+    assert (row["status"], row["exception_type"], row["severity"], row["created_at"]) == (
+        "open",
+        None,
+        None,
+        created,
+    )
 
 
 async def test_intake_rejects_an_unknown_tenant(settings: Settings, packs: PackRegistry) -> None:
@@ -205,7 +223,12 @@ async def test_intake_rejects_an_unknown_tenant(settings: Settings, packs: PackR
 
 def loaded_state() -> BatchState:
     state = BatchState(now=NOW)
-    state.exceptions[("FIN_ACME", "EXC-1")] = {"tenant_id": "FIN_ACME", "exception_id": "EXC-1", "status": "open", "owner": None}
+    state.exceptions[("FIN_ACME", "EXC-1")] = {
+        "tenant_id": "FIN_ACME",
+        "exception_id": "EXC-1",
+        "status": "open",
+        "owner": None,
+    }
     return state
 
 

@@ -21,8 +21,18 @@ from pipeline.stages import BatchState, Emission, PlaybookStage
 T0 = datetime(2025, 6, 5, 9, 30, tzinfo=UTC)
 KEY = ("FIN_ACME", "EXC-1")
 PLAYBOOK = "settlement_fail_recovery"
-ATTRIBUTES = {"trade_id": "TRD-20250603-00412", "intended_settlement_date": "2025-06-03", "csd": "EUROCLEAR", "amount": 2_000_000}
-TOOL_INPUT = {"trade_id": "TRD-20250603-00412", "intended_settlement_date": "2025-06-03", "csd": "EUROCLEAR", "max_fail_days": 4}
+ATTRIBUTES = {
+    "trade_id": "TRD-20250603-00412",
+    "intended_settlement_date": "2025-06-03",
+    "csd": "EUROCLEAR",
+    "amount": 2_000_000,
+}
+TOOL_INPUT = {
+    "trade_id": "TRD-20250603-00412",
+    "intended_settlement_date": "2025-06-03",
+    "csd": "EUROCLEAR",
+    "max_fail_days": 4,
+}
 
 
 @pytest.fixture
@@ -49,24 +59,40 @@ def first_batch(**columns: Any) -> BatchState:
 
 
 def next_batch(previous: BatchState, minutes: int) -> BatchState:
-    return BatchState(now=T0 + timedelta(minutes=minutes), exceptions=previous.exceptions, playbook_runs=previous.playbook_runs)
+    return BatchState(
+        now=T0 + timedelta(minutes=minutes),
+        exceptions=previous.exceptions,
+        playbook_runs=previous.playbook_runs,
+    )
 
 
 def event(event_type: EventType, payload: dict[str, Any], event_id: str) -> EventEnvelope:
     return EventEnvelope(
-        event_id=event_id, event_type=event_type, tenant_id="FIN_ACME", exception_id="EXC-1", timestamp=T0, payload=payload
+        event_id=event_id,
+        event_type=event_type,
+        tenant_id="FIN_ACME",
+        exception_id="EXC-1",
+        timestamp=T0,
+        payload=payload,
     )
 
 
 def matched(approval_required: bool = False) -> EventEnvelope:
     return event(
         EventType.PLAYBOOK_MATCHED,
-        {"playbook_id": PLAYBOOK, "approval_required": approval_required, "exception_type": "SETTLEMENT_FAIL", "severity": "HIGH"},
+        {
+            "playbook_id": PLAYBOOK,
+            "approval_required": approval_required,
+            "exception_type": "SETTLEMENT_FAIL",
+            "severity": "HIGH",
+        },
         "evt-matched",
     )
 
 
-def tool_completed(step_index: int = 1, outcome: str = "succeeded", event_id: str = "evt-tool-done") -> EventEnvelope:
+def tool_completed(
+    step_index: int = 1, outcome: str = "succeeded", event_id: str = "evt-tool-done"
+) -> EventEnvelope:
     return event(
         EventType.TOOL_EXECUTION_COMPLETED,
         {
@@ -84,7 +110,9 @@ def tool_completed(step_index: int = 1, outcome: str = "succeeded", event_id: st
 
 def approval(approved: bool) -> EventEnvelope:
     return event(
-        EventType.APPROVAL_DECIDED, {"approved": approved, "decided_by": "ops.lead", "comment": "checked"}, "evt-approval"
+        EventType.APPROVAL_DECIDED,
+        {"approved": approved, "decided_by": "ops.lead", "comment": "checked"},
+        "evt-approval",
     )
 
 
@@ -99,9 +127,16 @@ async def test_safe_steps_run_then_the_tool_is_requested_with_rendered_input(sta
     assert await stage.handle(matched(), state) == [TOOL_REQUEST]
 
     run = state.playbook_runs[KEY]
-    assert (run["status"], run["next_step"], run["approval_required"], run["approved"]) == ("waiting_tool", 1, False, None)
+    assert (run["status"], run["next_step"], run["approval_required"], run["approved"]) == (
+        "waiting_tool",
+        1,
+        False,
+        None,
+    )
     assert run["started_at"] == T0
-    assert run["step_results"] == [{"step": 0, "action": "assign_owner", "outcome": "succeeded", "owner": "settlements-ops"}]
+    assert run["step_results"] == [
+        {"step": 0, "action": "assign_owner", "outcome": "succeeded", "owner": "settlements-ops"}
+    ]
     assert state.exceptions[KEY]["owner"] == "settlements-ops"
     assert state._dirty_exception_columns[KEY] == {"owner"}
     assert state._dirty_playbook_runs == {KEY}
@@ -127,7 +162,9 @@ async def test_tool_success_runs_to_resolution(stage: PlaybookStage) -> None:
                 "approved": None,
             },
         ),
-        Emission(EventType.EXCEPTION_RESOLVED, {"resolved_at": resolved_at.isoformat(), "playbook_id": PLAYBOOK}),
+        Emission(
+            EventType.EXCEPTION_RESOLVED, {"resolved_at": resolved_at.isoformat(), "playbook_id": PLAYBOOK}
+        ),
     ]
     run = later.playbook_runs[KEY]
     assert (run["status"], run["next_step"], run["completed_at"]) == ("completed", 5, resolved_at)
@@ -145,7 +182,10 @@ async def test_tool_success_runs_to_resolution(stage: PlaybookStage) -> None:
         "outcome": "succeeded",
         "execution_id": "evt-tool-request",
     }
-    assert run["step_results"][2]["message"] == "Settlement fail TRD-20250603-00412 at EUROCLEAR re-instructed (HIGH)"
+    assert (
+        run["step_results"][2]["message"]
+        == "Settlement fail TRD-20250603-00412 at EUROCLEAR re-instructed (HIGH)"
+    )
     assert run["step_results"][3]["comment"].startswith("Fail re-instructed for the next business day")
     exception = later.exceptions[KEY]
     assert (exception["status"], exception["resolved_at"]) == ("resolved", resolved_at)
@@ -210,7 +250,12 @@ async def test_approval_required_stops_before_the_first_tool_call(stage: Playboo
     assert await stage.handle(matched(approval_required=True), state) == []
 
     run = state.playbook_runs[KEY]
-    assert (run["status"], run["next_step"], run["approval_required"], run["approved"]) == ("awaiting_approval", 1, True, None)
+    assert (run["status"], run["next_step"], run["approval_required"], run["approved"]) == (
+        "awaiting_approval",
+        1,
+        True,
+        None,
+    )
     assert [result["action"] for result in run["step_results"]] == ["assign_owner"]
     assert state.exceptions[KEY]["status"] == "awaiting_approval"
     assert state.exceptions[KEY]["owner"] == "settlements-ops"
@@ -236,7 +281,10 @@ async def test_approval_resumes_the_run(stage: PlaybookStage) -> None:
 
     done = next_batch(approved, minutes=31)
     emissions = await stage.handle(tool_completed(), done)
-    assert [emission.event_type for emission in emissions] == [EventType.PLAYBOOK_COMPLETED, EventType.EXCEPTION_RESOLVED]
+    assert [emission.event_type for emission in emissions] == [
+        EventType.PLAYBOOK_COMPLETED,
+        EventType.EXCEPTION_RESOLVED,
+    ]
     assert emissions[0].payload["approved"] is True
     assert emissions[0].payload["exception_status"] == "resolved"
     assert emissions[0].payload["steps_run"] == 6  # five steps and the approval
@@ -306,5 +354,8 @@ async def test_unknown_playbook_is_unexpected(stage: PlaybookStage) -> None:
 
 async def test_missing_template_value_names_the_key(stage: PlaybookStage) -> None:
     state = first_batch(attributes={"trade_id": "TRD-1", "csd": "DTC"})
-    with pytest.raises(ToolInputError, match=r"settlement_fail_recovery step 1 \(reschedule_settlement\).*'attributes.intended_settlement_date'"):
+    with pytest.raises(
+        ToolInputError,
+        match=r"settlement_fail_recovery step 1 \(reschedule_settlement\).*'attributes.intended_settlement_date'",
+    ):
         await stage.handle(matched(), state)

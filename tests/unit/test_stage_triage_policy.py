@@ -20,9 +20,16 @@ NOW = datetime(2025, 6, 5, 9, 30, tzinfo=UTC)
 CREATED = NOW - timedelta(minutes=10)
 
 
-def envelope(event_type: EventType, payload: dict[str, Any], *, tenant_id: str = "FIN_ACME", event_id: str = "evt-1") -> EventEnvelope:
+def envelope(
+    event_type: EventType, payload: dict[str, Any], *, tenant_id: str = "FIN_ACME", event_id: str = "evt-1"
+) -> EventEnvelope:
     return EventEnvelope(
-        event_id=event_id, event_type=event_type, tenant_id=tenant_id, exception_id="EXC-1", timestamp=NOW, payload=payload
+        event_id=event_id,
+        event_type=event_type,
+        tenant_id=tenant_id,
+        exception_id="EXC-1",
+        timestamp=NOW,
+        payload=payload,
     )
 
 
@@ -53,14 +60,20 @@ async def test_triage_sets_type_severity_and_sla_deadline(settings: Settings, pa
     state = loaded_exception()
     event = envelope(
         EventType.EXCEPTION_NORMALIZED,
-        {"type_hint": "FAIL_TO_DELIVER", "description": "DVP sale failed", "attributes": {"amount": "2,000,000"}},
+        {
+            "type_hint": "FAIL_TO_DELIVER",
+            "description": "DVP sale failed",
+            "attributes": {"amount": "2,000,000"},
+        },
     )
     emissions = await triage(TriageStage(settings, packs), event, state)
 
     acme = packs.view("FIN_ACME")
     expected_deadline = CREATED + timedelta(minutes=acme.sla_minutes(Severity.HIGH))
     assert expected_deadline == CREATED + timedelta(minutes=240)
-    rationale = "source type hint 'FAIL_TO_DELIVER' maps to SETTLEMENT_FAIL; severity rules: million_plus_amount"
+    rationale = (
+        "source type hint 'FAIL_TO_DELIVER' maps to SETTLEMENT_FAIL; severity rules: million_plus_amount"
+    )
     assert emissions == [
         Emission(
             EventType.TRIAGE_COMPLETED,
@@ -77,7 +90,12 @@ async def test_triage_sets_type_severity_and_sla_deadline(settings: Settings, pa
         )
     ]
     row = state.exceptions[("FIN_ACME", "EXC-1")]
-    assert (row["status"], row["exception_type"], row["severity"], row["confidence"]) == ("triaged", "SETTLEMENT_FAIL", "HIGH", 0.95)
+    assert (row["status"], row["exception_type"], row["severity"], row["confidence"]) == (
+        "triaged",
+        "SETTLEMENT_FAIL",
+        "HIGH",
+        0.95,
+    )
     assert row["sla_deadline"] == expected_deadline
     assert row["rationale"] == rationale
     assert state._dirty_exception_columns[("FIN_ACME", "EXC-1")] == {
@@ -96,7 +114,11 @@ async def test_triage_uses_the_tenant_sla_override(settings: Settings, packs: Pa
     state = loaded_exception("FIN_GLOBEX")
     event = envelope(
         EventType.EXCEPTION_NORMALIZED,
-        {"type_hint": None, "description": "Nostro cash break on the bank statement", "attributes": {"amount": 15_000_000}},
+        {
+            "type_hint": None,
+            "description": "Nostro cash break on the bank statement",
+            "attributes": {"amount": 15_000_000},
+        },
         tenant_id="FIN_GLOBEX",
     )
     [emission] = await triage(TriageStage(settings, packs), event, state)
@@ -104,14 +126,21 @@ async def test_triage_uses_the_tenant_sla_override(settings: Settings, packs: Pa
     assert emission.payload["severity"] == "CRITICAL"
     globex_critical = packs.view("FIN_GLOBEX").sla_minutes(Severity.CRITICAL)
     assert globex_critical == 30
-    assert state.exceptions[("FIN_GLOBEX", "EXC-1")]["sla_deadline"] == CREATED + timedelta(minutes=globex_critical)
+    assert state.exceptions[("FIN_GLOBEX", "EXC-1")]["sla_deadline"] == CREATED + timedelta(
+        minutes=globex_critical
+    )
 
 
-async def test_triage_counts_the_sla_from_now_when_created_at_is_unknown(settings: Settings, packs: PackRegistry) -> None:
+async def test_triage_counts_the_sla_from_now_when_created_at_is_unknown(
+    settings: Settings, packs: PackRegistry
+) -> None:
     state = loaded_exception(created_at=None)
     event = envelope(EventType.EXCEPTION_NORMALIZED, {"description": "nothing recognisable"})
     [emission] = await triage(TriageStage(settings, packs), event, state)
-    assert (emission.payload["exception_type"], emission.payload["severity"]) == ("UNCLASSIFIED_FINANCE", "MEDIUM")
+    assert (emission.payload["exception_type"], emission.payload["severity"]) == (
+        "UNCLASSIFIED_FINANCE",
+        "MEDIUM",
+    )
     assert state.exceptions[("FIN_ACME", "EXC-1")]["sla_deadline"] == NOW + timedelta(minutes=1440)
 
 
@@ -128,11 +157,16 @@ async def test_intake_then_triage_in_one_batch(settings: Settings, packs: PackRe
     state = BatchState(now=NOW)
     ingested = envelope(
         EventType.EXCEPTION_INGESTED,
-        {"description": "Euroclear: trade failed to settle, lack of securities; buy-in threatened", "attributes": {"amount": 50_000}},
+        {
+            "description": "Euroclear: trade failed to settle, lack of securities; buy-in threatened",
+            "attributes": {"amount": 50_000},
+        },
         event_id="evt-ingest",
     )
     [normalized] = await IntakeStage(settings, packs).handle(ingested, state)
-    event = ingested.derive(normalized.event_type, stage="intake", position=0, payload=normalized.payload, now=NOW)
+    event = ingested.derive(
+        normalized.event_type, stage="intake", position=0, payload=normalized.payload, now=NOW
+    )
     [completed] = await triage(TriageStage(settings, packs), event, state)
     assert completed.payload["exception_type"] == "SETTLEMENT_FAIL"
     assert completed.payload["severity"] == "HIGH"
@@ -148,7 +182,9 @@ def acme(packs: PackRegistry) -> TenantView:
     return packs.view("FIN_ACME")
 
 
-def policy(tenant: TenantView, exception_type: str, severity: Severity, confidence: float = 0.95, **attributes: Any) -> PolicyDecision:
+def policy(
+    tenant: TenantView, exception_type: str, severity: Severity, confidence: float = 0.95, **attributes: Any
+) -> PolicyDecision:
     return evaluate_policy(tenant, exception_type, severity, confidence, attributes, "")
 
 
@@ -197,7 +233,9 @@ def test_tenant_approval_rules(acme: TenantView) -> None:
     assert big_cash.reasons == ["tenant approval rule large_cash_break"]
     assert policy(acme, "CASH_BREAK", Severity.HIGH, amount=4_999_999).approval_required is False
     # tier_one_trade_break only applies at HIGH or CRITICAL.
-    assert policy(acme, "TRADE_MISMATCH", Severity.MEDIUM, counterparty_tier="TIER_1").approval_required is False
+    assert (
+        policy(acme, "TRADE_MISMATCH", Severity.MEDIUM, counterparty_tier="TIER_1").approval_required is False
+    )
     assert policy(acme, "TRADE_MISMATCH", Severity.HIGH, counterparty_tier="TIER_1").reasons == [
         "tenant approval rule tier_one_trade_break"
     ]
@@ -215,7 +253,9 @@ def test_reasons_accumulate(acme: TenantView) -> None:
 
 def test_healthcare_auto_resolve_ceiling_and_rules(packs: PackRegistry) -> None:
     meridian = packs.view("HC_MERIDIAN")
-    assert policy(meridian, "CODE_MISMATCH", Severity.HIGH).reasons == ["severity HIGH is above the auto-resolve ceiling MEDIUM"]
+    assert policy(meridian, "CODE_MISMATCH", Severity.HIGH).reasons == [
+        "severity HIGH is above the auto-resolve ceiling MEDIUM"
+    ]
     assert policy(meridian, "DUPLICATE_THERAPY", Severity.MEDIUM).reasons == [
         "tenant approval rule pharmacist_signs_off_duplicate_therapy"
     ]
@@ -226,15 +266,25 @@ def test_healthcare_auto_resolve_ceiling_and_rules(packs: PackRegistry) -> None:
 
 def test_tenant_playbook_override(packs: PackRegistry, acme: TenantView) -> None:
     assert policy(acme, "TRADE_MISMATCH", Severity.MEDIUM).playbook_id == "trade_mismatch_affirmation"
-    assert policy(packs.view("FIN_GLOBEX"), "TRADE_MISMATCH", Severity.MEDIUM).playbook_id == "manual_break_review"
+    assert (
+        policy(packs.view("FIN_GLOBEX"), "TRADE_MISMATCH", Severity.MEDIUM).playbook_id
+        == "manual_break_review"
+    )
 
 
 def test_non_actionable_type(packs: PackRegistry) -> None:
     finance = packs.domains["finance"]
-    guardrails = Guardrails.model_validate({**finance.guardrails.model_dump(), "non_actionable_types": ("SECURITY_MASTER_MISMATCH",)})
-    registry = PackRegistry(domains={**packs.domains, "finance": finance.model_copy(update={"guardrails": guardrails})}, tenants=packs.tenants)
+    guardrails = Guardrails.model_validate(
+        {**finance.guardrails.model_dump(), "non_actionable_types": ("SECURITY_MASTER_MISMATCH",)}
+    )
+    registry = PackRegistry(
+        domains={**packs.domains, "finance": finance.model_copy(update={"guardrails": guardrails})},
+        tenants=packs.tenants,
+    )
     decision = policy(registry.view("FIN_ACME"), "SECURITY_MASTER_MISMATCH", Severity.LOW)
-    assert decision == PolicyDecision(False, False, False, None, ["SECURITY_MASTER_MISMATCH is non-actionable for this domain"])
+    assert decision == PolicyDecision(
+        False, False, False, None, ["SECURITY_MASTER_MISMATCH is non-actionable for this domain"]
+    )
     assert decision.status == "non_actionable"
 
 
@@ -243,7 +293,8 @@ def test_non_actionable_type(packs: PackRegistry) -> None:
 
 def triage_completed(exception_type: str, severity: str, confidence: float = 0.95) -> EventEnvelope:
     return envelope(
-        EventType.TRIAGE_COMPLETED, {"exception_type": exception_type, "severity": severity, "confidence": confidence}
+        EventType.TRIAGE_COMPLETED,
+        {"exception_type": exception_type, "severity": severity, "confidence": confidence},
     )
 
 
@@ -283,7 +334,9 @@ async def test_policy_stage_matches_a_playbook(settings: Settings, packs: PackRe
 
 async def test_policy_stage_escalates(settings: Settings, packs: PackRegistry) -> None:
     state = loaded_exception(status="triaged", attributes=None, description=None)
-    emissions = await PolicyStage(settings, packs).handle(triage_completed("MARGIN_CALL_DISPUTE", "HIGH"), state)
+    emissions = await PolicyStage(settings, packs).handle(
+        triage_completed("MARGIN_CALL_DISPUTE", "HIGH"), state
+    )
     assert [emission.event_type for emission in emissions] == [
         EventType.POLICY_EVALUATION_COMPLETED,
         EventType.EXCEPTION_ESCALATED,

@@ -59,7 +59,9 @@ def test_alias_hint_in_the_healthcare_pack(meridian: TenantView) -> None:
 
 
 def test_unknown_hint_falls_back_to_keywords(acme: TenantView) -> None:
-    exception_type, confidence, _ = classify(acme, "Trade failed to settle: lack of securities", "WEIRD_THING")
+    exception_type, confidence, _ = classify(
+        acme, "Trade failed to settle: lack of securities", "WEIRD_THING"
+    )
     assert (exception_type, confidence) == ("SETTLEMENT_FAIL", 0.85)
 
 
@@ -138,7 +140,11 @@ def test_classify_keeps_batch_order(acme: TenantView, meridian: TenantView) -> N
         TriageInput(acme, "C", "STL_FAIL", ""),
     ]
     decisions = RulesBackend().classify(batch)
-    assert [d.exception_type for d in decisions] == ["UNCLASSIFIED_FINANCE", "COORDINATION_OF_BENEFITS", "SETTLEMENT_FAIL"]
+    assert [d.exception_type for d in decisions] == [
+        "UNCLASSIFIED_FINANCE",
+        "COORDINATION_OF_BENEFITS",
+        "SETTLEMENT_FAIL",
+    ]
 
 
 # --- severity ---------------------------------------------------------------------------------------
@@ -148,24 +154,53 @@ def test_classify_keeps_batch_order(acme: TenantView, meridian: TenantView) -> N
     ("exception_type", "attributes", "description", "severity", "rules"),
     [
         ("SETTLEMENT_FAIL", {}, "", Severity.MEDIUM, []),
-        ("SETTLEMENT_FAIL", {"amount": "12,000,000"}, "", Severity.CRITICAL, ["large_settlement_or_cash_break"]),
-        ("SETTLEMENT_FAIL", {"amount": 10_000_000}, "", Severity.CRITICAL, ["large_settlement_or_cash_break"]),
+        (
+            "SETTLEMENT_FAIL",
+            {"amount": "12,000,000"},
+            "",
+            Severity.CRITICAL,
+            ["large_settlement_or_cash_break"],
+        ),
+        (
+            "SETTLEMENT_FAIL",
+            {"amount": 10_000_000},
+            "",
+            Severity.CRITICAL,
+            ["large_settlement_or_cash_break"],
+        ),
         ("SETTLEMENT_FAIL", {"amount": 2_000_000}, "", Severity.HIGH, ["million_plus_amount"]),
         ("SETTLEMENT_FAIL", {"amount": 999_999}, "", Severity.MEDIUM, []),
         ("SETTLEMENT_FAIL", {}, "Buy-in notice threatened", Severity.HIGH, ["settlement_buy_in_risk"]),
         ("TRADE_MISMATCH", {"counterparty_tier": "TIER_1"}, "", Severity.HIGH, ["tier_one_counterparty"]),
-        ("REGULATORY_REPORT_REJECTION", {"days_outstanding": 2}, "", Severity.CRITICAL, ["overdue_regulatory_rejection"]),
+        (
+            "REGULATORY_REPORT_REJECTION",
+            {"days_outstanding": 2},
+            "",
+            Severity.CRITICAL,
+            ["overdue_regulatory_rejection"],
+        ),
         ("MARGIN_CALL_DISPUTE", {"amount": 30_000_000}, "", Severity.CRITICAL, ["large_margin_dispute"]),
         ("CASH_BREAK", {"amount": 5_000}, "", Severity.LOW, ["immaterial_break"]),
         ("POSITION_BREAK", {"days_outstanding": 5}, "", Severity.HIGH, ["aged_break"]),
         # raise_to first, then a set_to rule replaces the severity and ends the evaluation.
-        ("CASH_BREAK", {"amount": 5_000, "days_outstanding": 6}, "", Severity.LOW, ["aged_break", "immaterial_break"]),
+        (
+            "CASH_BREAK",
+            {"amount": 5_000, "days_outstanding": 6},
+            "",
+            Severity.LOW,
+            ["aged_break", "immaterial_break"],
+        ),
         # raise_to never lowers: a HIGH type stays HIGH and the rule is not reported.
         ("REGULATORY_REPORT_REJECTION", {"amount": 2_000_000}, "", Severity.HIGH, []),
     ],
 )
 def test_finance_severity_rules(
-    acme: TenantView, exception_type: str, attributes: dict[str, Any], description: str, severity: Severity, rules: list[str]
+    acme: TenantView,
+    exception_type: str,
+    attributes: dict[str, Any],
+    description: str,
+    severity: Severity,
+    rules: list[str],
 ) -> None:
     assert assess_severity(acme, exception_type, attributes, description) == (severity, rules)
 
@@ -179,7 +214,10 @@ def test_healthcare_severity_rules(meridian: TenantView) -> None:
         Severity.HIGH,
         ["urgent_care_setting"],
     )
-    assert assess_severity(meridian, "CODE_MISMATCH", {"billed_amount": "480.00"}, "") == (Severity.LOW, ["low_dollar_claim"])
+    assert assess_severity(meridian, "CODE_MISMATCH", {"billed_amount": "480.00"}, "") == (
+        Severity.LOW,
+        ["low_dollar_claim"],
+    )
 
 
 def test_tenant_override_of_default_severity(acme: TenantView, globex: TenantView) -> None:
@@ -189,14 +227,19 @@ def test_tenant_override_of_default_severity(acme: TenantView, globex: TenantVie
     assert assess_severity(acme, "SECURITY_MASTER_MISMATCH", {}, "") == (Severity.LOW, [])
     assert assess_severity(globex, "SECURITY_MASTER_MISMATCH", {}, "") == (Severity.MEDIUM, [])
     # Rules still apply on top of the override.
-    assert assess_severity(globex, "POSITION_BREAK", {"amount": 500}, "") == (Severity.LOW, ["immaterial_break"])
+    assert assess_severity(globex, "POSITION_BREAK", {"amount": 500}, "") == (
+        Severity.LOW,
+        ["immaterial_break"],
+    )
 
 
 def test_unknown_type_takes_the_fallback_default(acme: TenantView) -> None:
     assert acme.default_severity("NOT_A_TYPE") == Severity.MEDIUM
 
 
-def test_sla_minutes_with_tenant_overrides(acme: TenantView, globex: TenantView, meridian: TenantView) -> None:
+def test_sla_minutes_with_tenant_overrides(
+    acme: TenantView, globex: TenantView, meridian: TenantView
+) -> None:
     assert [acme.sla_minutes(s) for s in Severity] == [4320, 1440, 240, 60]
     assert [globex.sla_minutes(s) for s in Severity] == [4320, 1440, 120, 30]
     assert meridian.sla_minutes(Severity.HIGH) == 720
