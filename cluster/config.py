@@ -9,14 +9,17 @@ from pydantic import ValidationError
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 
-_TOP_LEVEL_KEYS = {name.upper() for name in Settings.model_fields}
+# The runbook's own names (DATABASE_URL, ...) are read without the prefix; SENTINAI_DATABASE_URL is a mistake.
+_TOP_LEVEL_KEYS = {
+    name.upper() for name, field in Settings.model_fields.items() if field.validation_alias is None
+}
 
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment (and `overrides`). Raises ConfigurationError naming the key."""
     unknown = sorted(
         name for name in os.environ
-        if name.startswith("SENTINAI_") and name[len("SENTINAI_"):].split("__")[0] not in _TOP_LEVEL_KEYS
+        if name.upper().startswith("SENTINAI_") and name[len("SENTINAI_"):].split("__")[0].upper() not in _TOP_LEVEL_KEYS
     )
     if unknown:
         raise ConfigurationError(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
@@ -31,7 +34,7 @@ def load_settings(**overrides: object) -> Settings:
 
 def _env_name(location: tuple[object, ...]) -> str:
     parts = [str(part) for part in location]
-    if parts and parts[0] in ("database_url", "kafka_bootstrap_servers", "ray_address"):
+    if parts and parts[0].lower() in ("database_url", "kafka_bootstrap_servers", "ray_address"):
         return parts[0].upper()
     return "SENTINAI_" + "__".join(part.upper() for part in parts)
 

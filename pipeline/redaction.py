@@ -26,15 +26,20 @@ def redact_text(text: str) -> tuple[str, list[str]]:
         text, count = pattern.subn(f"[{kind.upper()} REDACTED]", text)
         if count:
             found.append(kind)
-    text, count = _CARD_CANDIDATE.subn(_redact_card, text)
-    if "[CARD REDACTED]" in text:
+    replaced = 0
+
+    def redact_card(match: re.Match[str]) -> str:
+        nonlocal replaced
+        digits = [int(c) for c in match.group() if c.isdigit()]
+        if not luhn_valid(digits):
+            return match.group()
+        replaced += 1
+        return "[CARD REDACTED]"
+
+    text = _CARD_CANDIDATE.sub(redact_card, text)
+    if replaced:
         found.append("card")
     return text, found
-
-
-def _redact_card(match: re.Match[str]) -> str:
-    digits = [int(c) for c in match.group() if c.isdigit()]
-    return "[CARD REDACTED]" if luhn_valid(digits) else match.group()
 
 
 def luhn_valid(digits: list[int]) -> bool:

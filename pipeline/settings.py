@@ -161,12 +161,16 @@ class Settings(BaseSettings):
     )
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS"), exclude=True)
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_driver(cls, url: SecretStr | None) -> SecretStr | None:
+        return DatabaseSettings._async_driver(url)
+
     @model_validator(mode="after")
     def _fold_runbook_variables(self) -> Settings:
         # The runbook's variables win over the SENTINAI_ ones: they are what operators set at 3 a.m.
         if self.database_url is not None:
-            database = DatabaseSettings.model_validate({**self.database.model_dump(), "url": self.database_url})
-            object.__setattr__(self, "database", database)
+            object.__setattr__(self, "database", self.database.model_copy(update={"url": self.database_url}))
         if self.kafka_bootstrap_servers:
             object.__setattr__(self, "kafka", self.kafka.model_copy(update={"bootstrap_servers": self.kafka_bootstrap_servers}))
         if self.ray_address:

@@ -40,7 +40,11 @@ class SequenceGate:
         self._expected: dict[str, int] = {}
 
     def admit(self, consumer_id: str, sequence: int, floor: int) -> bool:
-        return self._expected.setdefault(consumer_id, floor) == sequence
+        """Everything below `floor` has succeeded (the consumer says so), so a restarted worker, or one
+        that lagged behind, may move its expectation up to it."""
+        expected = max(self._expected.get(consumer_id, floor), floor)
+        self._expected[consumer_id] = expected
+        return expected == sequence
 
     def succeeded(self, consumer_id: str, sequence: int) -> None:
         self._expected[consumer_id] = sequence + 1
@@ -70,9 +74,16 @@ class Lane:
     def submit(self, records: list[InboundRecord]) -> None:
         sequence = self._next_sequence
         self._next_sequence += 1
-        floor = self._pending[0].sequence if self._pending else sequence
-        self._pending.append(_Pending(sequence, records, self._start(sequence, floor, records)))
+        self._pending.append(_Pending(sequence, records, self._start(sequence, self._floor(default=sequence), records)))
         self._ready.set()
+
+    def _floor(self, default: int) -> int:
+        """The lowest sequence not known to have succeeded: the worker never needs anything below it."""
+        for pending in self._pending:
+            done = pending.result.done() and not pending.result.cancelled() and pending.result.exception() is None
+            if not (done and isinstance(pending.result.result(), BatchResult)):
+                return pending.sequence
+        return default
 
     def _start(self, sequence: int, floor: int, records: list[InboundRecord]) -> asyncio.Future[BatchResult | str]:
         return asyncio.ensure_future(self._submit(self.index, sequence, floor, records))
@@ -103,7 +114,8 @@ class Lane:
             level = logging.INFO if is_retryable(failure) else logging.ERROR
             log.log(level, "lane %d: batch of %d records failed (attempt %d), retrying: %s: %s",
                     self.index, len(self._pending[0].records), attempt, type(failure).__name__, failure)
-        delay = self._retry.delay_s(min(attempt, 6)) if isinstance(failure, BaseException) else 0.0
+        # A skipped batch only waits for the failed one ahead of it to be re-sent: a short pause.
+        delay = self._retry.delay_s(min(attempt, 6)) if isinstance(failure, BaseException) else 0.01
         await asyncio.sleep(delay)
         floor = self._pending[0].sequence
         for pending in self._pending:

@@ -107,6 +107,7 @@ class PlaybookStage(Stage):
         run = {**run, "approved": approved, "status": "running", "step_results": [*run["step_results"], decision]}
         if not approved:
             return self._finish(key, run, "rejected", state, exception_status="rejected", reason="approval rejected")
+        state.update_exception(key, status="in_progress")
         return self._advance(key, run, tenant, state)
 
     def _advance(self, key: ExceptionKey, run: dict[str, Any], tenant: TenantView, state: BatchState) -> list[Emission]:

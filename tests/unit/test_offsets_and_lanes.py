@@ -232,12 +232,6 @@ async def test_a_restarted_worker_adopts_the_lowest_pending_sequence() -> None:
     assert worker.calls == [(0, 0), (1, 0), (2, 2), (3, 2), (2, 2), (3, 2)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a restarted worker adopts a stale floor for good (SequenceGate.admit honours `floor` only on "
-    "first contact; Lane.submit takes it from _pending[0], which may be a batch already done but not yet "
-    "consumed), so every re-send is SKIPPED and the lane spins with zero delay forever",
-)
 async def test_a_restarted_worker_recovers_from_a_stale_floor() -> None:
     # Batches 0 and 1 succeed but their results are not consumed yet when batch 3 is submitted, so
     # batch 3 carries floor 0; batch 2 takes the worker down and batch 3 reaches the fresh gate.

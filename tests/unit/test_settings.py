@@ -96,11 +96,6 @@ def test_bad_database_url_mentions_database_url(monkeypatch: pytest.MonkeyPatch)
         load_settings()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a bad DATABASE_URL is reported under the nonexistent variable SENTINAI_URL "
-    "(settings._fold_runbook_variables re-validates DatabaseSettings; config._env_name maps loc ('url',))",
-)
 def test_bad_database_url_is_reported_under_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "mysql://u:p@h/db")
     with pytest.raises(ConfigurationError) as info:
@@ -108,22 +103,12 @@ def test_bad_database_url_is_reported_under_its_own_name(monkeypatch: pytest.Mon
     assert str(info.value).startswith("invalid configuration: DATABASE_URL: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SENTINAI_DATABASE_URL passes the unknown-key check (field name database_url is in "
-    "_TOP_LEVEL_KEYS) but the field only reads DATABASE_URL, so the variable is silently ignored",
-)
 def test_prefixed_runbook_name_is_not_silently_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTINAI_DATABASE_URL", "postgresql://u:p@h/db")
     with pytest.raises(ConfigurationError, match="SENTINAI_DATABASE_URL"):
         load_settings()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: settings are read case-insensitively (sentinai_kafka__partitions applies) but the "
-    "unknown-key check only looks at upper-case SENTINAI_ names, so sentinai_foo is silently ignored",
-)
 def test_lower_case_unknown_setting_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("sentinai_kafka__partitions", "12")
     assert load_settings().kafka.partitions == 12

@@ -291,11 +291,6 @@ async def test_approval_resumes_the_run(stage: PlaybookStage) -> None:
     assert done.exceptions[KEY]["status"] == "resolved"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after ApprovalDecided(approved) the exception keeps status awaiting_approval while its "
-    "tool runs (PlaybookStage._approval_decided never moves it back to in_progress)",
-)
 async def test_approved_exception_is_no_longer_awaiting_approval(stage: PlaybookStage) -> None:
     state = first_batch()
     await stage.handle(matched(approval_required=True), state)
