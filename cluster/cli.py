@@ -5,6 +5,7 @@
     sentinai migrate                 bring the database schema to the newest revision
     sentinai submit FILE             publish exceptions from a JSON Lines file
     sentinai demo --rate R --duration S
+    sentinai dlq list|show|stats|replay|clear
     sentinai config show             the effective configuration, secrets masked
 """
 
@@ -20,8 +21,10 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cluster.config import load_settings, masked
+from cluster.dlq_commands import add_dlq_commands, run_dlq_command
 from pipeline.errors import ConfigurationError, SentinaiError
 from pipeline.settings import STAGE_NAMES, Settings
 
@@ -67,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(handler=_cmd_demo)
+
+    add_dlq_commands(commands, _dlq_handler)
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -163,6 +168,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     progress=not args.no_progress)
     print(f"sent {sent} exception(s)")
     return 0
+
+
+def _dlq_handler(action: Any) -> Any:
+    def handle(args: argparse.Namespace) -> int:
+        return run_dlq_command(_with_local_broker(load_settings()), action, args)
+
+    return handle
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.errors import EventDecodeError, SchemaVersionError
+from pipeline.errors import EventDecodeError, MissingIdentifierError, SchemaVersionError
 
 ENVELOPE_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -126,6 +126,9 @@ def decode_event(raw: bytes | None) -> EventEnvelope:
         raise EventDecodeError(f"value is not UTF-8 JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise EventDecodeError(f"value is JSON {type(document).__name__}, not an event object")
+    missing = [name for name in ("tenant_id", "exception_id") if not document.get(name)]
+    if missing:
+        raise MissingIdentifierError(f"event has no {' and no '.join(missing)}")
     version = document.get("version", ENVELOPE_VERSION)
     if version not in SUPPORTED_VERSIONS:
         raise SchemaVersionError(f"envelope version {version!r} is not supported (supported: {sorted(SUPPORTED_VERSIONS)})")

@@ -87,14 +87,12 @@ class BatchProcessor:
         settings: Settings,
         packs: PackRegistry,
         *,
-        retry_policy: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.stage = stage
         self.engine = engine
         self.settings = settings
         self.packs = packs
-        self.retry_policy = retry_policy or RetryPolicy()
         self.clock = clock
         self.worker_type = stage.name
 
@@ -102,7 +100,7 @@ class BatchProcessor:
         started = time.perf_counter()
         events, rejected = self._decode(records)
         known = await self._load_known([event.event_id for event, _ in events])
-        fresh = [(event, record) for event, record in events if known.get(event.event_id) is None or known[event.event_id].status == "retrying"]
+        fresh = [(event, record) for event, record in events if _is_due(known.get(event.event_id), record)]
         replays = [event for event, _ in events if event.event_id in known and known[event.event_id].status == "completed"]
         state = BatchState(now=self.clock())
         await self.stage.prepare([event for event, _ in fresh], state)
@@ -132,6 +130,9 @@ class BatchProcessor:
             if r.event is not None
         )
         return result
+
+    def _retry_policy(self, error: SentinaiError) -> RetryPolicy:
+        return RetryPolicy.from_settings(self.settings.retry.policy_for(self.worker_type, error.error_type))
 
     # --- decoding -------------------------------------------------------------------------------
 
@@ -197,7 +198,8 @@ class BatchProcessor:
                     log.warning("dead-lettering %s: %s: %s", event.log_context(), error.error_type, error)
                     outcome.dead_lettered.append(_Rejected(record, event, error, previous_retries))
                     continue
-                if self.retry_policy.exhausted(previous_retries):
+                policy = self._retry_policy(error)
+                if policy.exhausted(previous_retries):
                     log.warning(
                         "retries exhausted, dead-lettering %s topic=%s partition=%s offset=%s: %s",
                         event.log_context(), record.topic, record.partition, record.offset, error,
@@ -205,7 +207,7 @@ class BatchProcessor:
                     outcome.dead_lettered.append(_Rejected(record, event, error, previous_retries))
                     continue
                 retry_number = previous_retries + 1
-                due = state.now + timedelta(seconds=self.retry_policy.delay_s(retry_number))
+                due = state.now + timedelta(seconds=policy.delay_s(retry_number))
                 log.info("retry %d of %s due %s: %s: %s", retry_number, event.log_context(), due.isoformat(), error.error_type, error)
                 outcome.retrying.append(_Rejected(record, event, error, retry_number))
                 processing_rows.append(self._processing_row(event, record, "retrying", retry_number, state.now, error=error, next_retry_at=due))
@@ -319,11 +321,12 @@ class BatchProcessor:
 
     def _dead_letter_row(self, item: _Rejected, now: datetime) -> dict[str, Any]:
         record, event = item.record, item.event
+        identity = _identity_of_undecoded(record) if event is None else {}
         return {
-            "event_id": event.event_id if event else raw_event_id(record),
-            "event_type": event.event_type.value if event else None,
-            "tenant_id": event.tenant_id if event else _header(record, "tenant_id"),
-            "exception_id": event.exception_id if event else None,
+            "event_id": event.event_id if event else identity.get("event_id") or raw_event_id(record),
+            "event_type": event.event_type.value if event else identity.get("event_type"),
+            "tenant_id": event.tenant_id if event else identity.get("tenant_id") or _header(record, "tenant_id"),
+            "exception_id": event.exception_id if event else identity.get("exception_id"),
             "worker_type": self.worker_type,
             "error_type": item.error.error_type,
             "error_message": str(item.error)[:2000],
@@ -383,12 +386,44 @@ class _Outcome:
     retrying: list[_Rejected] = field(default_factory=list)
 
 
+RETRY_ATTEMPT_HEADER = "x-sentinai-retry-attempt"
+
+
+def _is_due(known: _Known | None, record: InboundRecord) -> bool:
+    """Process an event never seen, or a retry when this record is the attempt the supervisor
+    scheduled. Any other copy of a retrying event (a Kafka redelivery of the failed attempt, or a
+    retry re-published twice) is stale: the retry happens once."""
+    if known is None:
+        return True
+    if known.status != "retrying":
+        return False
+    attempt = _header(record, RETRY_ATTEMPT_HEADER)
+    return attempt is not None and attempt == str(known.retry_count)
+
+
 def raw_event_id(record: InboundRecord) -> str:
     """A stable id for a record that did not decode, so a redelivery is not dead-lettered twice."""
     digest = hashlib.sha256()
     digest.update(f"{record.topic}/{record.partition}/{record.offset}/".encode())
     digest.update(record.value or b"")
     return f"raw-{digest.hexdigest()[:40]}"
+
+
+_IDENTITY_LIMITS = {"event_id": 128, "event_type": 64, "tenant_id": 64, "exception_id": 128}
+
+
+def _identity_of_undecoded(record: InboundRecord) -> dict[str, str]:
+    """Whatever ids a rejected record's JSON carries, so an operator can find it by event_id."""
+    try:
+        document = json.loads(record.value or b"")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {
+        name: value for name, limit in _IDENTITY_LIMITS.items()
+        if isinstance(value := document.get(name), str) and 0 < len(value) <= limit
+    }
 
 
 def _header(record: InboundRecord, name: str) -> str | None:

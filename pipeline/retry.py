@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pipeline.settings import RetryPolicySettings
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -27,3 +29,7 @@ class RetryPolicy:
 
     def exhausted(self, retries_done: int) -> bool:
         return retries_done >= self.max_retries
+
+    @classmethod
+    def from_settings(cls, settings: RetryPolicySettings) -> RetryPolicy:
+        return cls(settings.max_retries, settings.base_delay_s, settings.max_delay_s, settings.jitter_fraction)

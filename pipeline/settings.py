@@ -104,6 +104,37 @@ class SlaSettings(_Frozen):
     batch_limit: int = Field(default=1000, ge=1)
 
 
+class RetryPolicySettings(_Frozen):
+    """Backoff for transient errors: base * 2^(n-1) seconds, capped, +/- jitter; then the DLQ."""
+
+    max_retries: int = Field(default=4, ge=0, le=100)
+    base_delay_s: float = Field(default=1.0, gt=0, le=3600)
+    max_delay_s: float = Field(default=60.0, gt=0, le=86_400)
+    jitter_fraction: float = Field(default=0.1, ge=0, le=1)
+
+
+class RetrySettings(_Frozen):
+    """The default policy, overridden per stage, then per error type (most specific wins):
+    `SENTINAI_RETRY__STAGES={"tool": {"max_retries": 6}}`,
+    `SENTINAI_RETRY__ERROR_TYPES={"rate_limited": {"base_delay_s": 5}}`."""
+
+    default: RetryPolicySettings = RetryPolicySettings()
+    stages: dict[str, RetryPolicySettings] = Field(default_factory=dict)
+    error_types: dict[str, RetryPolicySettings] = Field(default_factory=dict)
+    poll_interval_s: float = Field(default=0.5, gt=0, le=60, description="how often the supervisor looks for due retries")
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, stages: dict[str, RetryPolicySettings]) -> dict[str, RetryPolicySettings]:
+        unknown = sorted(set(stages) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
+        return stages
+
+    def policy_for(self, stage: str, error_type: str) -> RetryPolicySettings:
+        return self.error_types.get(error_type) or self.stages.get(stage) or self.default
+
+
 class TriageSettings(_Frozen):
     backend: Literal["rules"] = Field(default="rules", description="classifier used by the triage stage")
     min_confidence: float = Field(default=0.6, ge=0, le=1, description="default approval threshold, packs may override")
@@ -151,6 +182,7 @@ class Settings(BaseSettings):
     sla: SlaSettings = SlaSettings()
     triage: TriageSettings = TriageSettings()
     tools: ToolSettings = ToolSettings()
+    retry: RetrySettings = RetrySettings()
     ray: RaySettings = RaySettings()
     serve: ServeSettings = ServeSettings()
 

@@ -23,6 +23,8 @@ from pipeline.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
+_COMMIT_TIMEOUT_S = 10.0
+
 
 @dataclass
 class ConsumerStats:
@@ -82,6 +84,7 @@ class StageConsumerLoop:
         self._progress = asyncio.Condition()
         self._committed: dict[tuple[str, int], int] = {}
         self._run_exited = asyncio.Event()
+        self._positions: dict[tuple[str, int], int] = {}
 
     async def start(self) -> None:
         await self.producer.start()
@@ -100,6 +103,7 @@ class StageConsumerLoop:
                 self.stats.last_poll_at = time.time()
                 self._dispatch([record for records in fetched.values() for record in records])
                 self._update_lag()
+                await self._commit()
         finally:
             self._run_exited.set()
 
@@ -133,6 +137,13 @@ class StageConsumerLoop:
         self.stats.records_fetched += len(consumed)
         per_lane: list[list[InboundRecord]] = [[] for _ in self.lanes]
         for message in consumed:
+            partition = (message.topic, message.partition)
+            last = self.tracker.last_dispatched(partition)
+            if last is not None and message.offset <= last:
+                # Offsets went backwards: the broker lost its log (the bundled broker keeps it in memory).
+                log.warning("%s: %s[%d] restarted at offset %d (was past %d): broker lost its data; following the new log",
+                            self.name, message.topic, message.partition, message.offset, last)
+                self.tracker.forget(partition)
             record = InboundRecord(
                 topic=message.topic,
                 partition=message.partition,
@@ -143,6 +154,7 @@ class StageConsumerLoop:
                 timestamp_ms=message.timestamp,
             )
             self.tracker.dispatched((record.topic, record.partition), record.offset)
+            self._positions[(record.topic, record.partition)] = record.offset + 1
             per_lane[lane_for(record.key, len(self.lanes))].append(record)
         for lane, records in zip(self.lanes, per_lane, strict=True):
             for start in range(0, len(records), self.max_batch_events):
@@ -175,7 +187,9 @@ class StageConsumerLoop:
             self.stats.records_completed += len(records)
             if self.on_result is not None:
                 self.on_result(result)
-            await self._commit()
+            # No commit here: a commit issued while the group rebalances waits for the rebalance,
+            # which waits for `finish_in_flight`, which waits for this lane. The fetch loop and the
+            # rebalance callback commit instead.
             async with self._progress:
                 self._progress.notify_all()
 
@@ -201,11 +215,24 @@ class StageConsumerLoop:
             return
         offsets = {TopicPartition(topic, partition): offset for (topic, partition), offset in commits.items()}
         try:
-            await self.consumer.commit(offsets)
+            await asyncio.wait_for(self.consumer.commit(offsets), timeout=_COMMIT_TIMEOUT_S)
             self._committed.update(commits)
             self.stats.last_commit_at = time.time()
         except Exception as error:  # noqa: BLE001 - a lost commit only costs redelivery of done work
             log.warning("%s: offset commit failed (will be redelivered and deduplicated): %s", self.name, error)
+
+    def _rewind_if_past_end(self, tp: TopicPartition, highwater: int | None) -> None:
+        """A consumer positioned past the log end waits silently on the bundled broker (no
+        OFFSET_OUT_OF_RANGE): when the log end falls below what we already read, the broker restarted
+        empty, so start the partition over."""
+        position = self._positions.get((tp.topic, tp.partition))
+        if highwater is None or position is None or highwater >= position:
+            return
+        log.warning("%s: %s[%d] log end %d is below our position %d: broker restarted without its data; "
+                    "reading the partition from the beginning", self.name, tp.topic, tp.partition, highwater, position)
+        self.consumer.seek(tp, 0)
+        self._positions[(tp.topic, tp.partition)] = 0
+        self._committed.pop((tp.topic, tp.partition), None)
 
     def _update_lag(self) -> None:
         """Lag as `kafka-consumer-groups --describe` shows it: log end minus committed offset. The log
@@ -213,6 +240,7 @@ class StageConsumerLoop:
         lag = {}
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
+            self._rewind_if_past_end(tp, highwater)
             committed = self._committed.get((tp.topic, tp.partition))
             if highwater is not None:
                 lag[f"{tp.topic}[{tp.partition}]"] = max(0, highwater - (committed or 0))

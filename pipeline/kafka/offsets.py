@@ -30,7 +30,10 @@ class OffsetTracker:
         track.pending.append(offset)
 
     def completed(self, partition: TopicPartitionKey, offset: int) -> None:
-        track = self._partitions[partition]
+        """Mark an offset done. One this tracker no longer follows (its partition was reset) is ignored."""
+        track = self._partitions.get(partition)
+        if track is None or not track.pending or offset < track.pending[0]:
+            return
         track.done.add(offset)
         while track.pending and track.pending[0] in track.done:
             finished = track.pending.popleft()
@@ -45,6 +48,10 @@ class OffsetTracker:
                 commits[partition] = track.committable
                 track.committable = None
         return commits
+
+    def last_dispatched(self, partition: TopicPartitionKey) -> int | None:
+        track = self._partitions.get(partition)
+        return track.pending[-1] if track and track.pending else None
 
     def in_flight(self, partition: TopicPartitionKey | None = None) -> int:
         if partition is not None:

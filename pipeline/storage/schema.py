@@ -216,3 +216,23 @@ sla_notifications = Table(
     _now_column("emitted_at"),
     PrimaryKeyConstraint("tenant_id", "exception_id", "threshold"),
 )
+
+dlq_replays = Table(
+    "dlq_replays",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("dlq_id", BigInteger, nullable=False, unique=True, comment="the dead_letter_queue row it replayed"),
+    Column("event_id", String(128), nullable=False),
+    Column("tenant_id", String(64)),
+    Column("worker_type", String(32), nullable=False),
+    Column("error_type", String(64), nullable=False),
+    Column("target_topic", String(255), nullable=False),
+    Column("original_key", LargeBinary),
+    Column("original_value", LargeBinary),
+    Column("original_headers", JSONB, nullable=False, server_default="[]"),
+    Column("entry", JSONB, nullable=False, comment="the dead_letter_queue row as it was (bytes left out)"),
+    Column("replayed_by", String(128), nullable=False),
+    _now_column("replayed_at"),
+    Column("published_at", DateTime(timezone=True), comment="null until the event is back on its topic"),
+)
+Index("ix_dlq_replays_unpublished", dlq_replays.c.published_at, postgresql_where=dlq_replays.c.published_at.is_(None))

@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from pipeline.errors import EventDecodeError, SchemaVersionError
+from pipeline.errors import EventDecodeError, MissingIdentifierError, SchemaVersionError
 from pipeline.events import EventEnvelope, EventType, decode_event, derived_event_id, partition_key
 
 NOW = datetime(2025, 6, 5, 9, 30, tzinfo=UTC)
@@ -134,9 +134,16 @@ def test_undecodable_values_raise_event_decode_error(raw: bytes | None, message:
 
 
 def test_object_that_is_not_an_event_names_the_missing_field() -> None:
-    raw = json.dumps({"event_type": "ExceptionIngested", "tenant_id": "FIN_ACME"}).encode()
+    raw = json.dumps({"event_type": "ExceptionIngested", "tenant_id": "FIN_ACME", "exception_id": "E1"}).encode()
     with pytest.raises(EventDecodeError, match="event_id: Field required"):
         decode_event(raw)
+
+
+def test_event_without_exception_id_is_a_missing_identifier() -> None:
+    raw = json.dumps({"event_type": "ExceptionIngested", "tenant_id": "FIN_ACME"}).encode()
+    with pytest.raises(MissingIdentifierError, match="no exception_id") as info:
+        decode_event(raw)
+    assert info.value.error_type == "missing_identifier"
 
 
 def test_unsupported_version_raises_schema_version_error() -> None:

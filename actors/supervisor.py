@@ -1,0 +1,156 @@
+"""SupervisorActor: owns retries and DLQ replays, and keeps the platform's actors and topics in place.
+
+Named (`sentinai:supervisor`), detached and restartable. It keeps no state of its own: due retries
+and unpublished replays live in PostgreSQL, so a SIGKILL costs at most one poll interval. Its loops:
+
+- retries: every `SENTINAI_RETRY__POLL_INTERVAL_S`, publish the retries that are due;
+- replays: publish DLQ replays whose publication a crash interrupted;
+- actors: re-create a consumer, pool or SLA monitor actor that is gone for good (Ray itself restarts
+  a killed actor; this covers one that ran out of restarts or was removed);
+- topics: re-create the platform's topics when the broker lost them (the bundled broker keeps
+  everything in memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import ray
+
+from actors.deployment import start_consumer_actor, start_pool_actor, start_sla_monitor
+from actors.naming import SLA_MONITOR_NAME, SUPERVISOR_NAME, consumer_actor_name, pool_actor_name
+from actors.runtime import configure_logging, database_engine
+from pipeline.dlq import DeadLetterQueue
+from pipeline.events import utc_now
+from pipeline.kafka import ensure_topics, make_producer
+from pipeline.records import OutboundRecord
+from pipeline.retry_scheduler import RetryScheduler
+from pipeline.routing import all_topics
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_WATCH_INTERVAL_S = 2.0
+_TOPIC_CHECK_INTERVAL_S = 3.0
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class SupervisorActor:
+    def __init__(self, settings: Settings, stages: tuple[str, ...], sla_monitor: bool) -> None:
+        configure_logging(settings)
+        self.settings = settings
+        self.stages = stages
+        self.sla_monitor = sla_monitor
+        self._engine = database_engine(settings)
+        self._retries = RetryScheduler(self._engine, settings.kafka)
+        self._dlq = DeadLetterQueue(self._engine, settings.kafka)
+        assert settings.kafka.bootstrap_servers
+        self._producer = make_producer(settings.kafka, settings.kafka.bootstrap_servers, SUPERVISOR_NAME)
+        self.counters = {"retries_dispatched": 0, "replays_published": 0, "actors_recreated": 0, "topics_recreated": 0}
+        self._tasks = [asyncio.get_event_loop().create_task(self._start())]
+        log.info("Initialized Supervisor: stages=%s", ",".join(stages))
+
+    async def _start(self) -> None:
+        await self._producer.start()
+        self._tasks += [
+            asyncio.create_task(self._every(self.settings.retry.poll_interval_s, self.dispatch_due_retries)),
+            asyncio.create_task(self._every(_WATCH_INTERVAL_S, self.publish_pending_replays)),
+            asyncio.create_task(self._every(_WATCH_INTERVAL_S, self.replace_missing_actors)),
+            asyncio.create_task(self._every(_TOPIC_CHECK_INTERVAL_S, self.recreate_lost_topics)),
+        ]
+
+    async def _every(self, interval_s: float, step: Callable[[], Awaitable[int]]) -> None:
+        while True:
+            try:
+                await step()
+            except Exception:  # noqa: BLE001 - state is in PostgreSQL; the next round picks it up
+                log.warning("supervisor step %s failed; retrying in %.1fs", step.__name__, interval_s, exc_info=True)
+            await asyncio.sleep(interval_s)
+
+    async def dispatch_due_retries(self) -> int:
+        due = await self._retries.due(utc_now())
+        if not due:
+            return 0
+        await self._publish([retry.record for retry in due])
+        await self._retries.mark_dispatched(due)
+        for retry in due:
+            log.info("retry %d of event_id=%s to %s (due %s)", retry.attempt, retry.event_id, retry.worker_type,
+                     retry.due_at.isoformat())
+        self.counters["retries_dispatched"] += len(due)
+        return len(due)
+
+    async def publish_pending_replays(self) -> int:
+        replays = await self._dlq.unpublished_replays()
+        if not replays:
+            return 0
+        await self._publish([replay.record for replay in replays])
+        await self._dlq.mark_published([replay.replay_id for replay in replays], utc_now())
+        self.counters["replays_published"] += len(replays)
+        return len(replays)
+
+    async def replace_missing_actors(self) -> int:
+        namespace = self.settings.ray.namespace
+        replaced = 0
+        for name, start in self._expected_actors():
+            try:
+                ray.get_actor(name, namespace=namespace)
+            except ValueError:
+                log.warning("actor %s is gone; re-creating it (its work is redelivered)", name)
+                start()
+                replaced += 1
+        self.counters["actors_recreated"] += replaced
+        return replaced
+
+    async def recreate_lost_topics(self) -> int:
+        assert self.settings.kafka.bootstrap_servers
+        created = await ensure_topics(self.settings.kafka, self.settings.kafka.bootstrap_servers, all_topics(self.settings.kafka))
+        if created:
+            log.warning("the broker had lost topics %s (restarted without its data?): re-created them", created)
+        self.counters["topics_recreated"] += len(created)
+        return len(created)
+
+    def _expected_actors(self) -> list[tuple[str, Callable[[], Any]]]:
+        expected: list[tuple[str, Callable[[], Any]]] = []
+        for stage in self.stages:
+            options = self.settings.stages.for_stage(stage)
+            expected += [(pool_actor_name(stage, i), _bind(start_pool_actor, self.settings, stage, i))
+                         for i in range(options.concurrency)]
+            expected += [(consumer_actor_name(stage, i), _bind(start_consumer_actor, self.settings, stage, i))
+                         for i in range(options.consumers)]
+        if self.sla_monitor:
+            expected.append((SLA_MONITOR_NAME, _bind(start_sla_monitor, self.settings)))
+        return expected
+
+    async def _publish(self, records: list[OutboundRecord]) -> None:
+        deliveries = [
+            await self._producer.send(record.topic, record.value, key=record.key, headers=list(record.headers))
+            for record in records
+        ]
+        await asyncio.gather(*deliveries)
+
+    async def ping(self) -> int:
+        return os.getpid()
+
+    async def stats(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), **self.counters, "pending_retries": await self._retries.pending_count()}
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._producer.stop()
+        await self._engine.dispose()
+
+
+def _bind(function: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: function(*args)
+
+
+def start_supervisor(settings: Settings, stages: tuple[str, ...], *, sla_monitor: bool) -> Any:
+    return SupervisorActor.options(
+        name=SUPERVISOR_NAME, namespace=settings.ray.namespace, lifetime="detached", num_cpus=0.05, get_if_exists=True,
+    ).remote(settings, stages, sla_monitor)

@@ -1,0 +1,377 @@
+"""Throughput and latency of the whole pipeline on the embedded defaults (or the machine's PostgreSQL).
+
+    python -m benchmarks.pipeline_throughput --rate 1000 --duration 60
+    python -m benchmarks.pipeline_throughput --rate 500 --duration 60 --concurrency triage=2,playbook=2
+    python -m benchmarks.pipeline_throughput --rate 500 --duration 60 \\
+        --database-url postgresql://postgres@127.0.0.1:5432/postgres
+
+One run: start the bundled broker, PostgreSQL (embedded in a fresh directory under /tmp, or a fresh
+database on the server `--database-url` names) and a local Ray; deploy every stage; publish a small
+warm-up and wait for it; pre-generate rate × duration demo exceptions and publish them at the offered
+rate for `duration` seconds (acks=all), recording each one's publish time; wait up to
+`--drain-timeout` seconds for all of them to reach a final state; read throughput and latencies from
+the database; sample CPU and memory of every component each second (optionally py-spy the busiest
+actors mid-run). Writes `benchmarks/results/<name>.json`, prints markdown tables, and tears
+everything down whatever happens. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+import ray
+from pydantic import SecretStr
+
+from benchmarks import profiling
+from benchmarks.measure import collect, wait_until_done
+from benchmarks.publisher import prepare_events, publish_paced
+from benchmarks.report import analyse, markdown
+from benchmarks.resources import ResourceSampler, busiest, process_groups, summarise
+from benchmarks.services import BenchServices, asyncpg_dsn
+from cluster import platform
+from pipeline.packs import load_packs
+from pipeline.settings import STAGE_NAMES, KafkaSettings, RaySettings, Settings, StageSettings, StagesSettings
+
+log = logging.getLogger("benchmarks.pipeline_throughput")
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Variables that Settings would read and that would silently point the run elsewhere.
+_FOREIGN_ENV = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "RAY_ADDRESS")
+
+
+def _per_stage(text: str | None, *, flag: str) -> dict[str, int]:
+    """`"triage=2,playbook=2"` or `"all=2"` or `"2"` (every stage) -> {stage: value}."""
+    if not text:
+        return {}
+    values: dict[str, int] = {}
+    for part in text.split(","):
+        stage, _, raw = part.strip().rpartition("=")
+        stage = stage or "all"
+        if stage != "all" and stage not in STAGE_NAMES:
+            raise SystemExit(f"{flag}: unknown stage {stage!r}; stages are {', '.join(STAGE_NAMES)}")
+        for name in STAGE_NAMES if stage == "all" else (stage,):
+            values[name] = int(raw)
+    return values
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_throughput", description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, required=True, help="offered exceptions per second")
+    parser.add_argument("--duration", type=float, default=60, help="seconds of publishing (default 60)")
+    parser.add_argument("--name", help="result name (default derived from the settings)")
+    parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic (default 8)")
+    parser.add_argument("--concurrency", help="pool actors per stage, e.g. triage=2,playbook=2 or all=2 (default 1)")
+    parser.add_argument("--consumers", help="consumer actors per stage, same syntax (default 1)")
+    parser.add_argument("--max-batch-events", help="events per Ray call, one value or per stage (default 500)")
+    parser.add_argument("--max-in-flight-batches", help="per consumer lane, one value or per stage (default 4)")
+    parser.add_argument("--linger-ms", type=int, default=5, help="producer linger of the stages and the publisher (default 5)")
+    parser.add_argument("--fetch-timeout-ms", type=int, default=50, help="consumer fetch wait (default 50)")
+    parser.add_argument("--max-poll-records", type=int, default=1000, help="records per consumer fetch (default 1000)")
+    parser.add_argument("--ray-cpus", type=int, default=4, help="logical CPUs of the local Ray (default 4)")
+    parser.add_argument("--actor-cpus", type=float, default=0.1, help="CPUs each actor reserves (default 0.1)")
+    parser.add_argument("--db-pool-size", type=int, default=4, help="connections per actor engine (default 4)")
+    parser.add_argument("--database-url", help="admin URL of the machine's PostgreSQL on 127.0.0.1: a fresh database "
+                        "is created there and dropped afterwards (default: embedded PostgreSQL)")
+    parser.add_argument("--commit-timestamps", action="store_true",
+                        help="embedded only: turn on track_commit_timestamp to also measure commit-time latencies")
+    parser.add_argument("--no-sla-monitor", action="store_true", help="do not start the SLA monitor actor")
+    parser.add_argument("--warmup", type=int, default=500, help="exceptions published and drained before measuring (default 500)")
+    parser.add_argument("--drain-timeout", type=float, default=120, help="seconds to wait after publishing (default 120)")
+    parser.add_argument("--setup-timeout", type=float, default=180, help="seconds for consumers to get partitions (default 180)")
+    parser.add_argument("--seed", type=int, default=20261129)
+    parser.add_argument("--profile-seconds", type=int, default=0, help="py-spy the busiest actors for this long mid-run (0: off)")
+    parser.add_argument("--profile-top", type=int, default=3, help="how many of the busiest actors to profile (default 3)")
+    parser.add_argument("--wait-quiet", type=float, default=300,
+                        help="wait up to this long for the machine to be idle before starting (default 300 s)")
+    parser.add_argument("--keep-run-dir", action="store_true", help="keep /tmp/sentinai-bench-* (logs, data) afterwards")
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or args.duration <= 0:
+        parser.error("--rate and --duration must be positive")
+    return args
+
+
+def build_settings(args: argparse.Namespace, bootstrap: str, database_url: str, run_dir: Path, run_id: str) -> Settings:
+    concurrency = _per_stage(args.concurrency, flag="--concurrency")
+    consumers = _per_stage(args.consumers, flag="--consumers")
+    batch = _per_stage(args.max_batch_events, flag="--max-batch-events")
+    in_flight = _per_stage(args.max_in_flight_batches, flag="--max-in-flight-batches")
+    stages = {}
+    for stage in STAGE_NAMES:
+        options: dict[str, Any] = {"actor_num_cpus": args.actor_cpus}
+        for key, given in (("concurrency", concurrency), ("consumers", consumers), ("max_batch_events", batch),
+                           ("max_in_flight_batches", in_flight)):
+            if stage in given:
+                options[key] = given[stage]
+        stages[stage] = StageSettings(**options)
+    return Settings(
+        data_dir=run_dir,
+        kafka=KafkaSettings(
+            bootstrap_servers=bootstrap, partitions=args.partitions, producer_linger_ms=args.linger_ms,
+            fetch_timeout_ms=args.fetch_timeout_ms, max_poll_records=args.max_poll_records,
+        ),
+        database={"url": SecretStr(database_url), "pool_size": args.db_pool_size},  # type: ignore[arg-type]
+        stages=StagesSettings(**stages),
+        ray=RaySettings(namespace=f"bench{run_id}", include_dashboard=False, num_cpus=args.ray_cpus, object_store_memory_mb=256),
+    )
+
+
+def config_summary(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    stages = {stage: settings.stages.for_stage(stage).model_dump(exclude={"group_id", "actor_num_gpus"}) for stage in STAGE_NAMES}
+    return {
+        "rate": args.rate, "duration_s": args.duration, "partitions": args.partitions, "linger_ms": args.linger_ms,
+        "fetch_timeout_ms": args.fetch_timeout_ms, "max_poll_records": args.max_poll_records, "ray_cpus": args.ray_cpus,
+        "db_pool_size": args.db_pool_size, "database": "system" if args.database_url else "embedded",
+        "sla_monitor": not args.no_sla_monitor, "warmup": args.warmup, "seed": args.seed, "stages": stages,
+    }
+
+
+def _short_config(config: dict[str, Any]) -> str:
+    stages = config["stages"]
+    parts = [f"partitions={config['partitions']}", f"linger={config['linger_ms']}ms", f"db={config['database']}",
+             f"ray_cpus={config['ray_cpus']}"]
+    for key, label in (("concurrency", "pools"), ("consumers", "consumers"), ("max_batch_events", "batch"),
+                       ("max_in_flight_batches", "in_flight")):
+        values = {stage: entry[key] for stage, entry in stages.items()}
+        common = max(set(values.values()), key=list(values.values()).count)
+        extra = ",".join(f"{stage}={v}" for stage, v in values.items() if v != common)
+        parts.append(f"{label}={common}" + (f"({extra})" if extra else ""))
+    return " ".join(parts)
+
+
+def _consumer_totals(stats: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    for stage, entries in stats.items():
+        total = totals.setdefault(stage, {"records": 0, "batches": 0, "pauses": 0, "outputs": 0})
+        for entry in entries:
+            total["records"] += entry.get("records_completed", 0)
+            total["batches"] += entry.get("batches_completed", 0)
+            total["pauses"] += entry.get("pauses", 0)
+            total["outputs"] += entry.get("outputs_produced", 0)
+    return totals
+
+
+def _consumer_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    delta: dict[str, dict[str, Any]] = {}
+    for stage, end in after.items():
+        start = before.get(stage, {})
+        entry: dict[str, Any] = {key: value - start.get(key, 0) for key, value in end.items()}
+        entry["avg_batch"] = round(entry["records"] / entry["batches"], 1) if entry["batches"] else None
+        delta[stage] = entry
+    return delta
+
+
+def _actor_pids(deployment: platform.Deployment) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for stage, index, handle in deployment.pool_handles():
+        names[int(ray.get(handle.ping.remote(), timeout=30))] = f"StagePoolActor:{stage}#{index}"
+    for stage, index, handle in deployment.consumer_handles():
+        names[int(ray.get(handle.ping.remote(), timeout=30))] = f"StageConsumerActor:{stage}#{index}"
+    if deployment.sla_monitor is not None:
+        names[int(ray.get(deployment.sla_monitor.stats.remote(), timeout=30)["pid"])] = "SlaMonitorActor"
+    return names
+
+
+class _Deadline(Exception):
+    """The whole run exceeded its time bound."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise _Deadline("the benchmark exceeded its overall time bound; tearing down")
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    for variable in [*_FOREIGN_ENV, *(key for key in os.environ if key.startswith("SENTINAI_"))]:
+        if os.environ.pop(variable, None) is not None:
+            log.warning("ignoring %s from the environment: the benchmark configures its own services", variable)
+    before_start = wait_until_quiet(args.wait_quiet)
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = Path(tempfile.mkdtemp(prefix=f"sentinai-bench-{run_id}-", dir="/tmp"))
+    services = BenchServices(run_dir)
+    deployment = None
+    sampler: ResourceSampler | None = None
+    profiles: list[profiling.Profile] = []
+    result: dict[str, Any] = {"run_dir": str(run_dir), "machine_before_start": before_start}
+    log.info("run directory %s", run_dir)
+    try:
+        bootstrap = services.start_broker()
+        database_url = services.start_database(args.database_url, commit_timestamps=args.commit_timestamps)
+        settings = build_settings(args, bootstrap, database_url, run_dir, run_id)
+        config = config_summary(args, settings)
+        name = args.name or (f"rate{int(args.rate)}-{int(args.duration)}s-{config['database']}")
+        result.update(name=name, config=config, config_summary=_short_config(config))
+        asyncio.run(platform.prepare_storage_and_topics(settings))
+        services.start_ray(namespace=settings.ray.namespace, num_cpus=args.ray_cpus, object_store_mb=256)
+        started = time.monotonic()
+        deployment = platform.deploy(settings, sla_monitor=not args.no_sla_monitor)
+        platform.wait_until_consuming(deployment, timeout_s=args.setup_timeout)
+        log.info("platform consuming after %.1f s", time.monotonic() - started)
+        actor_pids = _actor_pids(deployment)
+        postmaster_pid = services.postmaster_pid()
+        broker_pid = services.broker.pid if services.broker else None
+        sampler = ResourceSampler(lambda: process_groups(driver_pid=os.getpid(), actor_pids=actor_pids,
+                                                         broker_pid=broker_pid, postmaster_pid=postmaster_pid))
+        sampler.start()
+
+        packs = load_packs(settings.pack_dir)
+        dsn = asyncpg_dsn(database_url)
+        if args.warmup:
+            warmup = prepare_events(packs, args.warmup, seed=args.seed + 1, source="benchmark-warmup")
+            asyncio.run(publish_paced(settings, warmup, rate_per_s=min(args.rate, 500)))
+            done, _ = asyncio.run(wait_until_done(dsn, args.warmup, timeout_s=args.drain_timeout))
+            log.info("warm-up: %d of %d exceptions final", done, args.warmup)
+        count = int(args.rate * args.duration)
+        log.info("generating %d exceptions", count)
+        events = prepare_events(packs, count, seed=args.seed)
+        before = _consumer_totals(deployment.stats())
+
+        timer = None
+        if args.profile_seconds:
+            def profile_busiest() -> None:
+                by_name = {label: pid for pid, label in actor_pids.items()}
+                top = busiest(sampler.samples, 5, among=lambda label: label in by_name)[: args.profile_top]  # type: ignore[union-attr]
+                profiles.extend(profiling.start([(label, by_name[label]) for label, _ in top],
+                                                duration_s=args.profile_seconds, out_dir=RESULTS_DIR / f"{name}.pyspy"))
+            timer = threading.Timer(max(5.0, args.duration / 2 - args.profile_seconds / 2), profile_busiest)
+            timer.daemon = True
+            timer.start()
+        log.info("publishing %d exceptions at %.0f/s for %.0f s", count, args.rate, args.duration)
+        outcome = asyncio.run(publish_paced(settings, events, rate_per_s=args.rate))
+        log.info("published in %.1f s (%d failed); draining (timeout %.0f s)",
+                 outcome.finished_at - outcome.started_at, outcome.failed, args.drain_timeout)
+        done, drained_at = asyncio.run(wait_until_done(dsn, count + args.warmup, timeout_s=args.drain_timeout))
+        log.info("%d of %d exceptions final, %.1f s after publishing ended", done - args.warmup, count,
+                 drained_at - outcome.finished_at)
+        if timer is not None:
+            timer.cancel()
+        result["profiles"] = profiling.finish(profiles, timeout_s=args.profile_seconds + 30)
+        time.sleep(1.5)  # one more resource sample covering the drain's end
+        sampler.stop()
+        after = _consumer_totals(deployment.stats())
+        collected = asyncio.run(collect(dsn, window_start=outcome.started_at,
+                                        window_end=outcome.started_at + args.duration,
+                                        commit_timestamps=services.commit_timestamps))
+        result.update(analyse(events=events, outcome=outcome, collected=collected, rate_per_s=args.rate,
+                              duration_s=args.duration))
+        result["consumers"] = _consumer_delta(before, after)
+        result["resources"] = {
+            "publishing": summarise(sampler.samples, outcome.started_at, outcome.started_at + args.duration),
+            "drain": summarise(sampler.samples, outcome.finished_at, drained_at + 1.5),
+        }
+        result["notes"] = services.notes
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        profiling.stop(profiles)
+        if deployment is not None:
+            try:
+                deployment.stop(grace_s=10)
+            except Exception as error:  # noqa: BLE001 - teardown goes on
+                log.warning("deployment.stop: %s", error)
+        failures = services.stop()
+        for failure in failures:
+            log.warning("teardown: %s", failure)
+        result["teardown_failures"] = failures
+        result["leftover_processes"] = _reap_children(timeout_s=20)
+        if not args.keep_run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def wait_until_quiet(max_wait_s: float, *, busy_limit_pct: float = 30, quiet_s: int = 5) -> dict[str, Any]:
+    """Wait until the whole machine has been under `busy_limit_pct` (of one core) for `quiet_s`
+    consecutive seconds, at most `max_wait_s`: someone else's tests on a 2-core machine would
+    halve the figures. Returns what was seen, for the result."""
+    cores = psutil.cpu_count() or 1
+    deadline = time.monotonic() + max_wait_s
+    streak, busy = 0, 0.0
+    while time.monotonic() < deadline:
+        busy = psutil.cpu_percent(interval=1.0) * cores
+        streak = streak + 1 if busy < busy_limit_pct else 0
+        if streak >= quiet_s:
+            return {"quiet": True, "busy_pct": round(busy, 1)}
+    if max_wait_s > 0:
+        log.warning("the machine is still busy (%.0f %% of one core): results will be low", busy)
+    return {"quiet": max_wait_s <= 0, "busy_pct": round(busy, 1)}
+
+
+def _reap_children(timeout_s: float) -> list[str]:
+    """Wait for the processes this run started to exit (Ray workers linger a few seconds after
+    ray.shutdown); SIGKILL those still alive after `timeout_s`, by PID. Returns what had to be killed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [child for child in psutil.Process().children(recursive=True) if child.is_running()
+                 and child.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    killed = []
+    for child in alive:
+        try:
+            killed.append(f"{child.pid} {child.name()}")
+            child.kill()
+        except psutil.Error:
+            continue
+    return killed
+
+
+def machine() -> dict[str, Any]:
+    memory = psutil.virtual_memory()
+    return {"cores": psutil.cpu_count(), "cpu": _cpu_model(),
+            "memory_gb": round(memory.total / 2**30, 1), "python": sys.version.split()[0],
+            "kernel": os.uname().release}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    bound_s = int(args.setup_timeout + 2 * args.drain_timeout + 3 * args.duration + 300)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.alarm(bound_s)
+    try:
+        result = run(args)
+    finally:
+        signal.alarm(0)
+    result["machine"] = machine()
+    result["command"] = "python -m benchmarks.pipeline_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{result['name']}.json"
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(markdown(result))
+    print(f"\nresult written to {path}")
+    if result.get("leftover_processes"):
+        print(f"killed leftover processes: {result['leftover_processes']}")
+    return 0 if result["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

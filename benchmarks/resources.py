@@ -1,0 +1,178 @@
+"""CPU and memory of each component, sampled every second with psutil.
+
+Processes are grouped by what they are: the broker, PostgreSQL (the postmaster and all its
+backends), each Ray actor (by class, stage and index, from the PIDs its `ping` returns), Ray's core
+processes (gcs_server, raylet; everything else Ray started under the driver is `ray:other`: idle
+workers, agents, log monitor), and the driver (publisher, sampler). CPU is in percent of one core
+(the machine has `psutil.cpu_count()` cores, so 200 % is a saturated 2-core machine); `other` is
+the machine's busy time not accounted to any group (other users of the machine, the kernel).
+RSS is summed over a group's processes, so PostgreSQL's shared buffers count once per backend
+that touched them: its figure is an upper bound.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+Groups = dict[str, list[int]]
+
+
+def process_groups(*, driver_pid: int, actor_pids: dict[int, str], broker_pid: int | None,
+                   postmaster_pid: int | None) -> Groups:
+    """Map group name -> PIDs, as of now (PostgreSQL backends and Ray workers come and go)."""
+    groups: Groups = {"driver": [driver_pid]}
+    claimed = {driver_pid}
+    if broker_pid is not None:
+        groups["broker (tansu)"] = [broker_pid]
+        claimed.add(broker_pid)
+    if postmaster_pid is not None:
+        try:
+            postmaster = psutil.Process(postmaster_pid)
+            pids = [postmaster_pid, *(child.pid for child in postmaster.children(recursive=True))]
+        except psutil.Error:
+            pids = []
+        groups["postgres"] = pids
+        claimed.update(pids)
+    for pid, name in actor_pids.items():
+        groups.setdefault(name, []).append(pid)
+        claimed.add(pid)
+    try:
+        descendants = psutil.Process(driver_pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    for child in descendants:
+        if child.pid in claimed:
+            continue
+        try:
+            name = child.name()
+        except psutil.Error:
+            continue
+        group = {"gcs_server": "ray:gcs_server", "raylet": "ray:raylet", "py-spy": "py-spy (profiler)"}.get(name, "ray:other")
+        groups.setdefault(group, []).append(child.pid)
+    return groups
+
+
+@dataclass
+class Sample:
+    at: float  # time.time()
+    cpu_pct: dict[str, float]  # percent of one core, per group
+    rss_bytes: dict[str, int]
+    machine_busy_pct: float  # all cores, percent of one core
+    iowait_pct: float
+    steal_pct: float
+
+
+@dataclass
+class ResourceSampler:
+    """A daemon thread sampling `groups()` every `interval_s` until `stop()`."""
+
+    groups: Callable[[], Groups]
+    interval_s: float = 1.0
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _previous: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> (cpu seconds, at)
+    _processes: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="resource-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        cores = psutil.cpu_count() or 1
+        last_times = psutil.cpu_times()
+        while not self._stop.wait(self.interval_s):
+            try:
+                groups = self.groups()
+            except Exception:  # noqa: BLE001 - a failed lookup skips one sample, never the run
+                continue
+            now = time.monotonic()
+            cpu: dict[str, float] = {}
+            rss: dict[str, int] = {}
+            for name, pids in groups.items():
+                cpu[name], rss[name] = 0.0, 0
+                for pid in pids:
+                    used = self._measure(pid, now)
+                    if used is not None:
+                        cpu[name] += used[0]
+                        rss[name] += used[1]
+            times = psutil.cpu_times()
+            busy, iowait, steal = _machine_shares(last_times, times)
+            last_times = times
+            self.samples.append(Sample(time.time(), cpu, rss, busy * cores, iowait * cores, steal * cores))
+
+    def _measure(self, pid: int, now: float) -> tuple[float, int] | None:
+        process = self._processes.get(pid)
+        try:
+            if process is None:
+                process = self._processes[pid] = psutil.Process(pid)
+            with process.oneshot():
+                times = process.cpu_times()
+                rss = process.memory_info().rss
+        except psutil.Error:
+            self._processes.pop(pid, None)
+            return None
+        seconds = times.user + times.system
+        previous = self._previous.get(pid)
+        self._previous[pid] = (seconds, now)
+        if previous is None:
+            return 0.0, rss  # first sight: no interval yet
+        return 100.0 * (seconds - previous[0]) / max(1e-6, now - previous[1]), rss
+
+
+def _machine_shares(before: Any, after: Any) -> tuple[float, float, float]:
+    """Busy, iowait and steal shares (0..100 of all cores) between two psutil.cpu_times()."""
+    deltas = {name: getattr(after, name) - getattr(before, name) for name in after._fields}
+    total = sum(deltas.values()) or 1e-9
+    idle = deltas.get("idle", 0.0) + deltas.get("iowait", 0.0)
+    return 100.0 * (total - idle) / total, 100.0 * deltas.get("iowait", 0.0) / total, 100.0 * deltas.get("steal", 0.0) / total
+
+
+def summarise(samples: list[Sample], start: float, end: float) -> dict[str, Any]:
+    """avg and max CPU % and max RSS per group over samples taken in [start, end], plus `other`."""
+    window = [sample for sample in samples if start <= sample.at <= end]
+    if not window:
+        return {"samples": 0, "groups": {}}
+    names = sorted({name for sample in window for name in sample.cpu_pct})
+    groups: dict[str, dict[str, float]] = {}
+    for name in names:
+        cpu = [sample.cpu_pct.get(name, 0.0) for sample in window]
+        rss = [sample.rss_bytes.get(name, 0) for sample in window]
+        groups[name] = {"cpu_avg_pct": sum(cpu) / len(cpu), "cpu_max_pct": max(cpu), "rss_max_mb": max(rss) / 2**20}
+    other = [max(0.0, s.machine_busy_pct - sum(s.cpu_pct.values())) for s in window]
+    machine = [s.machine_busy_pct for s in window]
+    return {
+        "samples": len(window),
+        "cores": psutil.cpu_count(),
+        "machine_busy_avg_pct": sum(machine) / len(machine),
+        "machine_busy_max_pct": max(machine),
+        "iowait_avg_pct": sum(s.iowait_pct for s in window) / len(window),
+        "steal_avg_pct": sum(s.steal_pct for s in window) / len(window),
+        "unaccounted_avg_pct": sum(other) / len(other),
+        "groups": groups,
+    }
+
+
+def busiest(samples: list[Sample], last_s: float, among: Callable[[str], bool]) -> list[tuple[str, float]]:
+    """Groups accepted by `among`, by average CPU over the last `last_s` seconds, busiest first."""
+    if not samples:
+        return []
+    since = samples[-1].at - last_s
+    recent = [sample for sample in samples if sample.at >= since]
+    totals: dict[str, float] = {}
+    for sample in recent:
+        for name, pct in sample.cpu_pct.items():
+            if among(name):
+                totals[name] = totals.get(name, 0.0) + pct / len(recent)
+    return sorted(totals.items(), key=lambda item: -item[1])
