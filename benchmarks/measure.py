@@ -133,6 +133,26 @@ async def collect(dsn: str, *, window_start: float, window_end: float, commit_ti
     }
 
 
+_STATEMENTS_SQL = """
+SELECT calls, rows, round(total_exec_time::numeric, 1) AS exec_ms, round(total_plan_time::numeric, 1) AS plan_ms,
+       plans, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS query
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY total_exec_time + total_plan_time DESC
+LIMIT $1
+"""
+
+
+async def statement_stats(dsn: str, limit: int = 15) -> list[dict[str, Any]]:
+    """The statements the server spent most time on (pg_stat_statements), with their planning time."""
+    connection = await _connect(dsn)
+    try:
+        rows = await connection.fetch(_STATEMENTS_SQL, limit)
+    finally:
+        await connection.close()
+    return [{key: (float(value) if key.endswith("_ms") else value) for key, value in row.items()} for row in rows]
+
+
 def _triple(values: list[float] | None) -> dict[str, float | None]:
     values = values or [None, None, None]
     return {"p50": _round(values[0]), "p95": _round(values[1]), "p99": _round(values[2])}

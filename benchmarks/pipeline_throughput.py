@@ -37,7 +37,7 @@ import ray
 from pydantic import SecretStr
 
 from benchmarks import profiling
-from benchmarks.measure import collect, wait_until_done
+from benchmarks.measure import collect, statement_stats, wait_until_done
 from benchmarks.publisher import prepare_events, publish_paced
 from benchmarks.report import analyse, markdown
 from benchmarks.resources import ResourceSampler, busiest, process_groups, summarise
@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "is created there and dropped afterwards (default: embedded PostgreSQL)")
     parser.add_argument("--commit-timestamps", action="store_true",
                         help="embedded only: turn on track_commit_timestamp to also measure commit-time latencies")
+    parser.add_argument("--statement-stats", action="store_true",
+                        help="embedded only: load pg_stat_statements and report the costliest statements")
     parser.add_argument("--no-sla-monitor", action="store_true", help="do not start the SLA monitor actor")
     parser.add_argument("--warmup", type=int, default=500, help="exceptions published and drained before measuring (default 500)")
     parser.add_argument("--drain-timeout", type=float, default=120, help="seconds to wait after publishing (default 120)")
@@ -212,7 +214,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log.info("run directory %s", run_dir)
     try:
         bootstrap = services.start_broker()
-        database_url = services.start_database(args.database_url, commit_timestamps=args.commit_timestamps)
+        database_url = services.start_database(args.database_url, commit_timestamps=args.commit_timestamps,
+                                               statement_stats=args.statement_stats)
         settings = build_settings(args, bootstrap, database_url, run_dir, run_id)
         config = config_summary(args, settings)
         name = args.name or (f"rate{int(args.rate)}-{int(args.duration)}s-{config['database']}")
@@ -275,6 +278,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "publishing": summarise(sampler.samples, outcome.started_at, outcome.started_at + args.duration),
             "drain": summarise(sampler.samples, outcome.finished_at, drained_at + 1.5),
         }
+        if services.statement_stats:
+            result["postgres_statements"] = asyncio.run(statement_stats(dsn))
         result["notes"] = services.notes
     finally:
         if sampler is not None:

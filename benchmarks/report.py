@@ -180,6 +180,12 @@ def markdown(result: dict[str, Any]) -> str:
               "| component | CPU avg % | CPU max % | RSS max MB |", "|---|---|---|---|"]
     for name, g in sorted(res.get("groups", {}).items(), key=lambda item: -item[1]["cpu_avg_pct"]):
         lines.append(f"| {name} | {_fmt(g['cpu_avg_pct'])} | {_fmt(g['cpu_max_pct'])} | {_fmt(g['rss_max_mb'])} |")
+    statements = result.get("postgres_statements") or []
+    if statements:
+        lines += ["", "| PostgreSQL statement | calls | rows | exec ms | plan ms |", "|---|---|---|---|---|"]
+        for entry in statements[:10]:
+            query = entry["query"].replace("|", "\\|")
+            lines.append(f"| `{query}` | {_fmt(entry['calls'])} | {_fmt(entry['rows'])} | {_fmt(entry['exec_ms'])} | {_fmt(entry['plan_ms'])} |")
     for name, profile in result.get("profiles", {}).items():
         lines += ["", f"py-spy `{name}` ({profile.get('samples', 0)} samples), top self: "
                   + "; ".join(f"{frame} {pct}%" for frame, pct in profile.get("self_pct", [])[:6])]

@@ -70,6 +70,7 @@ class BenchServices:
     database_name: str | None = None
     database_url: str | None = None
     commit_timestamps: bool = False
+    statement_stats: bool = False
     ray_started: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -79,14 +80,21 @@ class BenchServices:
         self.broker = BundledBroker(port=free_port(), log_path=self.run_dir / "broker.log")
         return self.broker.start()
 
-    def start_database(self, system_admin_url: str | None, *, commit_timestamps: bool) -> str:
-        """Return the SQLAlchemy URL of an empty database. `commit_timestamps` turns on
-        track_commit_timestamp (embedded only: it needs a restart) for commit-time latencies."""
+    def start_database(self, system_admin_url: str | None, *, commit_timestamps: bool, statement_stats: bool = False) -> str:
+        """Return the SQLAlchemy URL of an empty database. Embedded only (both need a restart):
+        `commit_timestamps` turns on track_commit_timestamp for commit-time latencies,
+        `statement_stats` loads pg_stat_statements (with planning time) to see what the server spends on."""
         if system_admin_url is None:
             self.postgres = EmbeddedPostgres(self.run_dir / "postgres")
             url = self.postgres.start()
+            changes = []
             if commit_timestamps:
-                asyncio.run(_execute(asyncpg_dsn(url), "ALTER SYSTEM SET track_commit_timestamp = on"))
+                changes.append("ALTER SYSTEM SET track_commit_timestamp = on")
+            if statement_stats:
+                changes += ["ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+                            "ALTER SYSTEM SET pg_stat_statements.track_planning = on"]
+            if changes:
+                asyncio.run(_execute(asyncpg_dsn(url), *changes))
                 self.postgres.stop()
                 url = self.postgres.start()
         else:
@@ -99,6 +107,12 @@ class BenchServices:
         self.database_url = url
         enabled = asyncio.run(_fetchval(asyncpg_dsn(url), "SHOW track_commit_timestamp"))
         self.commit_timestamps = enabled == "on"
+        if statement_stats:
+            try:
+                asyncio.run(_execute(asyncpg_dsn(url), "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+                self.statement_stats = True
+            except asyncpg.PostgresError as error:
+                self.notes.append(f"pg_stat_statements unavailable: {error}")
         if commit_timestamps and not self.commit_timestamps:
             self.notes.append("track_commit_timestamp is off on this server: commit-time latencies not measured")
         return url

@@ -31,8 +31,9 @@ from typing import Any
 import psutil
 from pydantic import SecretStr
 
+from benchmarks.measure import statement_stats
 from benchmarks.publisher import prepare_events
-from benchmarks.services import BenchServices
+from benchmarks.services import BenchServices, asyncpg_dsn
 from pipeline.events import utc_now
 from pipeline.packs import load_packs
 from pipeline.processing import BatchProcessor
@@ -149,19 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20261129)
     parser.add_argument("--database-url", help="admin URL of the machine's PostgreSQL (default: embedded)")
     parser.add_argument("--profile", action="store_true", help="cProfile the stage code; print the top functions")
+    parser.add_argument("--statement-stats", action="store_true", help="embedded only: report pg_stat_statements")
     parser.add_argument("--name", default=None, help="result name (default stage-cost-b<batch>)")
     args = parser.parse_args(argv)
     run_dir = Path(tempfile.mkdtemp(prefix="sentinai-stagecost-", dir="/tmp"))
     services = BenchServices(run_dir)
     profiler = cProfile.Profile() if args.profile else None
     try:
-        url = services.start_database(args.database_url, commit_timestamps=False)
+        url = services.start_database(args.database_url, commit_timestamps=False, statement_stats=args.statement_stats)
         settings = Settings(
             data_dir=run_dir, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9"),
             database={"url": SecretStr(url), "pool_size": 2},  # type: ignore[arg-type]
         )
         asyncio.run(_prepare(settings))
         result = measure(settings, args.count, args.batch, args.seed, services.postmaster_pid(), profiler)
+        if services.statement_stats:
+            result["postgres_statements"] = asyncio.run(statement_stats(asyncpg_dsn(url), limit=20))
     finally:
         for failure in services.stop():
             print(f"teardown: {failure}", file=sys.stderr)
@@ -173,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
               f"| {entry['postgres_cpu_us_per_event']} | {entry['pickle_us_per_event']} | {entry['wall_us_per_event']} |")
     total = result["per_exception"]
     print(f"| **per exception** | | | {total['python_cpu_us']} | {total['postgres_cpu_us']} | {total['pickle_us']} | {total['wall_us']} |")
+    for entry in result.get("postgres_statements", []):
+        print(f"{entry['calls']:>6} calls {entry['rows']:>7} rows exec {entry['exec_ms']:>8.1f} ms plan {entry['plan_ms']:>7.1f} ms  {entry['query']}")
     if profiler is not None:
         stream = io.StringIO()
         pstats.Stats(profiler, stream=stream).strip_dirs().sort_stats("tottime").print_stats(30)

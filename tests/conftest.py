@@ -1,4 +1,5 @@
-"""Real services for integration tests: the bundled broker, the machine's PostgreSQL, one local Ray.
+"""Real services for the integration and e2e tests: the bundled broker, the machine's PostgreSQL,
+one local Ray. Fixtures start a service only when a test asks for it; unit tests ask for none.
 
 Each test gets its own topics (a uuid prefix), consumer groups, Ray namespace and database (cloned
 from a migrated template), so tests never see each other's data. A service that does not start fails
