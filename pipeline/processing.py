@@ -40,6 +40,7 @@ from pipeline.errors import (
     ValidationError,
 )
 from pipeline.events import EventEnvelope, EventType, decode_event, utc_now
+from pipeline.metrics import BatchMetrics
 from pipeline.packs import PackRegistry
 from pipeline.records import BatchResult, EventStat, InboundRecord, OutboundRecord
 from pipeline.retry import RetryPolicy
@@ -108,28 +109,38 @@ class BatchProcessor:
             async with transaction(self.engine) as connection:
                 outcome = await self._apply(connection, fresh, rejected, known, state)
                 replayed = await self._recorded_outputs(connection, [known[e.event_id] for e in replays])
+                stats = self._stats(outcome, replays, state.now, elapsed_s=time.perf_counter() - started, count=len(records))
+                await self._metrics(stats).flush(connection)
         except SentinaiError:
             raise
         except Exception as error:  # a driver error raised outside `transaction`'s own wrapping
             raise classify_database_error(error) from error
-        elapsed = time.perf_counter() - started
-        result = BatchResult()
+        result = BatchResult(stats=stats)
         result.outputs.extend(self._outbound(outcome.outputs + replayed))
         result.outputs.extend(self._dead_letter_records(outcome.dead_lettered))
-        per_event = elapsed / max(1, len(records))
-        result.stats.extend(EventStat(e.event_type, e.tenant_id, "completed", per_event) for e in outcome.completed)
-        result.stats.extend(EventStat(e.event_type, e.tenant_id, "duplicate", per_event) for e in replays)
-        result.stats.extend(
-            EventStat(r.event.event_type if r.event else "unknown", r.event.tenant_id if r.event else "unknown",
-                      "dead_lettered", per_event, r.error.error_type)
-            for r in outcome.dead_lettered
-        )
-        result.stats.extend(
-            EventStat(r.event.event_type, r.event.tenant_id, "retrying", per_event, r.error.error_type)
-            for r in outcome.retrying
-            if r.event is not None
-        )
         return result
+
+    def _stats(
+        self, outcome: _Outcome, replays: list[EventEnvelope], now: datetime, *, elapsed_s: float, count: int
+    ) -> list[EventStat]:
+        per_event = elapsed_s / max(1, count)
+        stats = [
+            EventStat(e.event_type, e.tenant_id, "completed", per_event, latency_s=(now - e.timestamp).total_seconds())
+            for e in outcome.completed
+        ]
+        stats += [EventStat(e.event_type, e.tenant_id, "duplicate", per_event) for e in replays]
+        for item, status in [(r, "dead_lettered") for r in outcome.dead_lettered] + [(r, "retrying") for r in outcome.retrying]:
+            event_type = item.event.event_type.value if item.event else "unknown"
+            tenant_id = item.event.tenant_id if item.event else "unknown"
+            stats.append(EventStat(event_type, tenant_id, status, per_event, item.error.error_type))
+        return stats
+
+    def _metrics(self, stats: list[EventStat]) -> BatchMetrics:
+        metrics = BatchMetrics()
+        for stat in stats:
+            metrics.event(self.worker_type, str(stat.event_type), stat.tenant_id, stat.status,
+                          error_type=stat.error_type, latency_s=stat.latency_s)
+        return metrics
 
     def _retry_policy(self, error: SentinaiError) -> RetryPolicy:
         return RetryPolicy.from_settings(self.settings.retry.policy_for(self.worker_type, error.error_type))

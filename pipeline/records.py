@@ -39,6 +39,7 @@ class EventStat:
     status: str  # completed, duplicate, dead_lettered, retrying
     duration_s: float
     error_type: str | None = None
+    latency_s: float | None = None  # completed events: from the event's creation to this commit
 
 
 @dataclass(slots=True)

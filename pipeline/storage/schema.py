@@ -236,3 +236,30 @@ dlq_replays = Table(
     Column("published_at", DateTime(timezone=True), comment="null until the event is back on its topic"),
 )
 Index("ix_dlq_replays_unpublished", dlq_replays.c.published_at, postgresql_where=dlq_replays.c.published_at.is_(None))
+
+# Prometheus counters, kept in the database and updated in each batch's own transaction: exact
+# across every actor on every node, never going backwards when an actor restarts, and never counting
+# an event twice when a batch is retried. Labels that do not apply are ''.
+metric_counters = Table(
+    "metric_counters",
+    metadata,
+    Column("name", String(64), nullable=False),
+    Column("worker_type", String(32), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("error_type", String(64), nullable=False),
+    Column("value", BigInteger, nullable=False),
+    PrimaryKeyConstraint("name", "worker_type", "event_type", "tenant_id", "status", "error_type"),
+)
+
+latency_histogram = Table(
+    "latency_histogram",
+    metadata,
+    Column("worker_type", String(32), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("le", Float, nullable=False, comment="bucket upper bound in seconds; Infinity for +Inf"),
+    Column("count", BigInteger, nullable=False),
+    Column("sum_seconds", Float, nullable=False, comment="sum of all observations, on the +Inf row only (0 elsewhere)"),
+    PrimaryKeyConstraint("worker_type", "event_type", "le"),
+)

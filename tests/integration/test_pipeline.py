@@ -121,5 +121,13 @@ def _assert_effects_exactly_once(settings: Settings, exceptions: int) -> None:
         settings, "SELECT event_id, worker_type FROM event_processing_log GROUP BY 1, 2 HAVING count(*) > 1"
     )
     assert duplicate_processing == []
+    # The Prometheus counters agree exactly with the processing records, kills and retries included.
+    counted = {row["worker_type"]: row["n"] for row in fetch(
+        settings,
+        """SELECT worker_type, sum(value) AS n FROM metric_counters
+           WHERE name = 'events_processed_total' AND status = 'completed' GROUP BY 1""")}
+    recorded = {row["worker_type"]: row["n"] for row in fetch(
+        settings, "SELECT worker_type, count(*) AS n FROM event_processing_log WHERE status = 'completed' GROUP BY 1")}
+    assert counted == recorded and counted["intake"] == exceptions
     ended = fetch(settings, "SELECT count(*) AS n FROM exceptions WHERE status = ANY($1)", list(ENDED_STATUSES))[0]["n"]
     assert fetch(settings, "SELECT count(*) AS n FROM feedback")[0]["n"] == ended
