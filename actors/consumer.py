@@ -83,7 +83,7 @@ class StageConsumerActor:
 
     async def stats(self) -> dict[str, Any]:
         return {"consumer_id": self.consumer_id, "pid": os.getpid(), "counters": dict(self.counters),
-                **asdict(self.loop.stats)}
+                "in_flight": self.loop.tracker.in_flight(), **asdict(self.loop.stats)}
 
     async def stop(self, grace_s: float) -> bool:
         """Stop consuming, finish in-flight work within `grace_s`, commit, close. True when clean."""

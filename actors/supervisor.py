@@ -135,6 +135,36 @@ class SupervisorActor:
     async def ping(self) -> int:
         return os.getpid()
 
+    async def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """Per stage: consumer and pool actors alive vs configured, each consumer's lag per partition
+        and last poll; overall `ok` / `degraded` (some actor missing or silent) / `down` (a stage has
+        no live consumer)."""
+        namespace = self.settings.ray.namespace
+        stages: dict[str, Any] = {}
+        for stage in self.stages:
+            options = self.settings.stages.for_stage(stage)
+            consumers = []
+            for index in range(options.consumers):
+                consumers.append(await _call(consumer_actor_name(stage, index), namespace, "stats", timeout_s))
+            pools_alive = 0
+            for index in range(options.concurrency):
+                # A pool actor answers between batches: give it longer than a consumer.
+                pools_alive += (await _call(pool_actor_name(stage, index), namespace, "ping", timeout_s * 3)) is not None
+            live = [c for c in consumers if c is not None]
+            stages[stage] = {
+                "group_id": self.settings.stages.group_id(stage),
+                "consumers": {"alive": len(live), "configured": options.consumers},
+                "pool": {"alive": pools_alive, "configured": options.concurrency},
+                "lag": {partition: lag for c in live for partition, lag in c.get("lag", {}).items()},
+                "in_flight": sum(c.get("in_flight", 0) for c in live),
+                "last_poll_at": max((c.get("last_poll_at", 0.0) for c in live), default=None),
+            }
+        healthy = all(s["consumers"]["alive"] == s["consumers"]["configured"] and s["pool"]["alive"] == s["pool"]["configured"]
+                      for s in stages.values())
+        down = any(s["consumers"]["alive"] == 0 for s in stages.values())
+        return {"status": "down" if down else ("ok" if healthy else "degraded"), "stages": stages,
+                "supervisor": {"pid": os.getpid(), **self.counters}}
+
     async def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), **self.counters, "pending_retries": await self._retries.pending_count()}
 
@@ -144,6 +174,15 @@ class SupervisorActor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._producer.stop()
         await self._engine.dispose()
+
+
+async def _call(name: str, namespace: str, method: str, timeout_s: float) -> Any:
+    """An actor method's answer, or None when the actor is missing, dead or too slow to answer."""
+    try:
+        actor = ray.get_actor(name, namespace=namespace)
+        return await asyncio.wait_for(getattr(actor, method).remote(), timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - any failure means "not healthy"; the caller reports it
+        return None
 
 
 def _bind(function: Callable[..., Any], *args: Any) -> Callable[[], Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,8 +51,12 @@ from pipeline.stages.base import BatchState, Stage
 from pipeline.storage import schema
 from pipeline.storage.database import classify_database_error, transaction
 from pipeline.storage.event_store import envelope_from_row, event_log_row
+from pipeline.storage.tenants import refresh_tenants
 
 log = logging.getLogger(__name__)
+
+_TENANT_REFRESH_INTERVAL_S = 10.0
+_TENANT_FORCED_REFRESH_MIN_S = 2.0
 
 # Events that enter the pipeline from outside (sources, the API): no stage has logged them yet.
 _EXTERNAL_EVENT_TYPES = frozenset({EventType.EXCEPTION_INGESTED, EventType.APPROVAL_DECIDED})
@@ -96,10 +101,14 @@ class BatchProcessor:
         self.packs = packs
         self.clock = clock
         self.worker_type = stage.name
+        self._tenants_refreshed_at = -math.inf
 
     async def process(self, records: Sequence[InboundRecord]) -> BatchResult:
         started = time.perf_counter()
+        await self._refresh_tenants_if_stale()
         events, rejected = self._decode(records)
+        if any(item.error.error_type == "unknown_tenant" for item in rejected) and await self._refresh_tenants(force=True):
+            events, rejected = self._decode(records)  # a tenant created since the last refresh
         known = await self._load_known([event.event_id for event, _ in events])
         fresh = [(event, record) for event, record in events if _is_due(known.get(event.event_id), record)]
         replays = [event for event, _ in events if event.event_id in known and known[event.event_id].status == "completed"]
@@ -141,6 +150,19 @@ class BatchProcessor:
             metrics.event(self.worker_type, str(stat.event_type), stat.tenant_id, stat.status,
                           error_type=stat.error_type, latency_s=stat.latency_s)
         return metrics
+
+    async def _refresh_tenants_if_stale(self) -> None:
+        if time.monotonic() - self._tenants_refreshed_at >= _TENANT_REFRESH_INTERVAL_S:
+            await self._refresh_tenants()
+
+    async def _refresh_tenants(self, *, force: bool = False) -> bool:
+        """Reload tenants from the database (at most every couple of seconds, even when forced)."""
+        since = time.monotonic() - self._tenants_refreshed_at
+        if force and since < _TENANT_FORCED_REFRESH_MIN_S:
+            return False
+        self._tenants_refreshed_at = time.monotonic()
+        await refresh_tenants(self.engine, self.packs)
+        return True
 
     def _retry_policy(self, error: SentinaiError) -> RetryPolicy:
         return RetryPolicy.from_settings(self.settings.retry.policy_for(self.worker_type, error.error_type))

@@ -154,9 +154,19 @@ class RaySettings(_Frozen):
 
 
 class ServeSettings(_Frozen):
-    enabled: bool = False
-    host: str = "127.0.0.1"
+    """The operations API (Ray Serve, FastAPI ingress)."""
+
+    enabled: bool = Field(default=True, description="deploy the operations API with `sentinai up`")
+    host: str = Field(default="127.0.0.1", description="0.0.0.0 to reach it from other machines")
     port: int = Field(default=8000, ge=1, le=65535)
+    admin_token: SecretStr | None = Field(default=None, description="bearer token for /api/admin/*; unset disables them")
+    public_health: bool = Field(default=True, description="/health answers without credentials")
+    public_metrics: bool = Field(default=True, description="/metrics answers without credentials")
+    tenant_labels: bool = Field(default=True, description="tenant_id label on metrics; off for many tenants")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_page_size: int = Field(default=500, ge=1, le=10_000)
+    max_batch_items: int = Field(default=1000, ge=1, le=100_000)
+    num_replicas: int = Field(default=1, ge=1, le=64)
 
 
 class Settings(BaseSettings):

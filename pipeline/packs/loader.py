@@ -102,7 +102,7 @@ class PackRegistry:
 
     def with_tenant(self, tenant: TenantPack) -> PackRegistry:
         """A copy with one tenant added or replaced (tenants registered at run time)."""
-        _check_tenant(tenant, self.domains, source=f"tenant {tenant.tenant_id}")
+        check_tenant(tenant, self.domains, source=f"tenant {tenant.tenant_id}")
         return PackRegistry(domains=self.domains, tenants={**self.tenants, tenant.tenant_id: tenant})
 
 
@@ -121,7 +121,7 @@ def load_packs(extra_dir: Path | None = None) -> PackRegistry:
             tenant = _parse(path, TenantPack)
             registry.tenants[tenant.tenant_id] = tenant
     for tenant_id, tenant in registry.tenants.items():
-        _check_tenant(tenant, registry.domains, source=f"tenant pack {tenant_id}")
+        check_tenant(tenant, registry.domains, source=f"tenant pack {tenant_id}")
     return registry
 
 
@@ -139,7 +139,7 @@ def _parse(path: Path, model: type[_PackT]) -> _PackT:
         raise PackError(f"{path}: {details}") from exc
 
 
-def _check_tenant(tenant: TenantPack, domains: dict[str, DomainPack], *, source: str) -> None:
+def check_tenant(tenant: TenantPack, domains: dict[str, DomainPack], *, source: str) -> None:
     domain = domains.get(tenant.domain)
     if domain is None:
         raise PackError(f"{source}: domain {tenant.domain!r} is not loaded (have {sorted(domains)})")

@@ -28,7 +28,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,17 +37,25 @@ from pipeline.triage.backend import TriageDecision, TriageInput
 from pipeline.triage.embedding import Embedder
 from pipeline.triage.rules import RulesBackend
 
-# Scoring weights (leave-one-out over the bundled pack examples, see the module docstring).
-_CENTROID_WEIGHT = 0.5
-_DESCRIPTION_WEIGHT = 0.2
-_PHRASE_WEIGHT = 0.2
-_KEYWORD_HIT_BONUS = 0.15
-_MAX_KEYWORD_HITS = 3
-# confidence = sigmoid(A * margin + B * best_score + C), fitted on repeated 2-fold splits of the
-# pack examples (half the examples as prototypes, the other half as queries).
-_CONF_MARGIN = 21.0
-_CONF_SCORE = 4.0
-_CONF_BIAS = -1.9
+
+@dataclass(frozen=True)
+class ScoringWeights:
+    """How prototype similarities combine into a type score, and the score margin into confidence.
+
+    The defaults were chosen by leave-one-out over the bundled pack examples and the confidence
+    constants fitted on repeated 2-fold splits of them (`python -m benchmarks.triage_backends --tune`
+    reproduces both); never on the evaluation set."""
+
+    centroid: float = 0.5  # W: centroid vs most similar example
+    description: float = 0.2  # DW
+    phrase: float = 0.2  # KW: keywords and aliases as short prototypes
+    keyword_hit: float = 0.15  # BETA: per pack keyword found verbatim
+    max_keyword_hits: int = 3
+    # confidence = sigmoid(margin_slope * (best - runner-up) + score_slope * best + bias)
+    margin_slope: float = 21.0
+    score_slope: float = 4.0
+    bias: float = -1.9
+
 
 _WORD = re.compile(r"[a-z0-9]+")
 _RATIONALE_EXAMPLE_CHARS = 90
@@ -86,6 +93,7 @@ class EmbeddedBackend:
         *,
         cache_size: int = 10_000,
         rules_shortcut_confidence: float | None = 0.95,
+        weights: ScoringWeights | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
@@ -93,6 +101,7 @@ class EmbeddedBackend:
         self.model = embedder.model_name
         self._rules = RulesBackend()
         self._shortcut = rules_shortcut_confidence
+        self._weights = weights or ScoringWeights()
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, int, str, str], TriageDecision] = OrderedDict()
         self._lock = threading.Lock()  # the cache and its counters
@@ -159,6 +168,14 @@ class EmbeddedBackend:
         prototypes = self._prototypes[domain]
         return dict(zip(prototypes.types, prototypes.examples, strict=True))
 
+    def type_scores(self, item: TriageInput) -> dict[str, float]:
+        """Every type's score for one input, best first (no cache, no rules shortcut): for
+        explanations and for calibrating the confidence."""
+        prototypes = self._prototypes_for(item.tenant.domain)
+        text = _model_text(item)
+        scores, _, _ = _score(prototypes, self._embedder.embed([text])[0], text, self._weights)
+        return dict(sorted(zip(prototypes.types, scores.tolist(), strict=True), key=lambda kv: -kv[1]))
+
     def cache_info(self) -> dict[str, int]:
         with self._lock:
             return {
@@ -195,11 +212,14 @@ class EmbeddedBackend:
         return results
 
     def _decide(self, prototypes: _Prototypes, vector: NDArray[np.float32], text: str) -> TriageDecision:
-        scores, example_sims, hits = _score(prototypes, vector, text)
+        weights = self._weights
+        scores, example_sims, hits = _score(prototypes, vector, text, weights)
         order = np.argsort(-scores)
         best, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
         margin = float(scores[best] - scores[second])
-        confidence = _sigmoid(_CONF_MARGIN * margin + _CONF_SCORE * float(scores[best]) + _CONF_BIAS)
+        confidence = _sigmoid(
+            weights.margin_slope * margin + weights.score_slope * float(scores[best]) + weights.bias
+        )
         start = int(prototypes.example_offsets[best])
         nearest = start + int(np.argmax(example_sims[start : start + len(prototypes.examples[best])]))
         example = prototypes.examples[best][nearest - start]
@@ -313,17 +333,13 @@ def _centroids(vectors: NDArray[np.float32], offsets: NDArray[np.intp]) -> NDArr
 
 
 def _score(
-    prototypes: _Prototypes, vector: NDArray[np.float32], text: str
+    prototypes: _Prototypes, vector: NDArray[np.float32], text: str, weights: ScoringWeights
 ) -> tuple[NDArray[np.float64], NDArray[np.float32], NDArray[np.float64]]:
     """Type scores (k,), the cosine to every example (m,), and keyword hits per type (k,)."""
     example_sims = prototypes.example_vectors @ vector
     best_example = np.maximum.reduceat(example_sims, prototypes.example_offsets)
-    examples_score = (
-        _CENTROID_WEIGHT * (prototypes.centroids @ vector) + (1 - _CENTROID_WEIGHT) * best_example
-    )
-    score = (1 - _DESCRIPTION_WEIGHT) * examples_score + _DESCRIPTION_WEIGHT * (
-        prototypes.descriptions @ vector
-    )
+    examples = weights.centroid * (prototypes.centroids @ vector) + (1 - weights.centroid) * best_example
+    score = (1 - weights.description) * examples + weights.description * (prototypes.descriptions @ vector)
     phrase = score.copy()  # a type without phrases is not penalised for it
     if len(prototypes.phrase_types):
         phrase[prototypes.phrase_types] = np.maximum.reduceat(
@@ -332,12 +348,12 @@ def _score(
     words = f" {_words(text)} "
     hits = np.array(
         [
-            min(_MAX_KEYWORD_HITS, sum(1 for k in keywords if k and f" {k} " in words))
+            min(weights.max_keyword_hits, sum(1 for k in keywords if f" {k} " in words))
             for keywords in prototypes.keywords
         ],
         dtype=np.float64,
     )
-    total = (1 - _PHRASE_WEIGHT) * score + _PHRASE_WEIGHT * phrase + _KEYWORD_HIT_BONUS * hits
+    total = (1 - weights.phrase) * score + weights.phrase * phrase + weights.keyword_hit * hits
     return total.astype(np.float64), example_sims, hits
 
 
@@ -367,15 +383,3 @@ def _offsets(sizes: list[int]) -> NDArray[np.intp]:
 
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def describe_scoring() -> dict[str, Any]:
-    """The scoring constants, for benchmark reports."""
-    return {
-        "centroid_weight": _CENTROID_WEIGHT,
-        "description_weight": _DESCRIPTION_WEIGHT,
-        "phrase_weight": _PHRASE_WEIGHT,
-        "keyword_hit_bonus": _KEYWORD_HIT_BONUS,
-        "max_keyword_hits": _MAX_KEYWORD_HITS,
-        "confidence": {"margin": _CONF_MARGIN, "score": _CONF_SCORE, "bias": _CONF_BIAS},
-    }
