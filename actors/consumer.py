@@ -35,6 +35,7 @@ class StageConsumerActor:
         stage_settings = settings.stages.for_stage(stage)
         # A fresh id per incarnation: the pool's sequence gates start over with a restarted consumer.
         self.consumer_id = f"{consumer_actor_name(stage, index)}#{uuid.uuid4().hex[:8]}"
+        self._namespace = namespace
         self._pools = [ray.get_actor(pool_actor_name(stage, i), namespace=namespace) for i in range(stage_settings.concurrency)]
         bootstrap = settings.kafka.bootstrap_servers
         assert bootstrap, "the composition root resolves the bootstrap servers"
@@ -73,8 +74,17 @@ class StageConsumerActor:
         finally:
             self._stopped.set()
 
-    def _submit(self, lane: int, sequence: int, floor: int, records: list[InboundRecord]) -> Any:
-        return self._pools[lane].process.remote(self.consumer_id, sequence, floor, records)
+    async def _submit(self, lane: int, sequence: int, floor: int, records: list[InboundRecord]) -> Any:
+        try:
+            return await self._pools[lane].process.remote(self.consumer_id, sequence, floor, records)
+        except ray.exceptions.ActorDiedError:
+            # Gone for good (Ray restarts a killed actor itself): the supervisor re-creates it under
+            # the same name; look it up again before the lane re-sends.
+            try:
+                self._pools[lane] = ray.get_actor(pool_actor_name(self.stage, lane), namespace=self._namespace)
+            except ValueError:
+                log.warning("%s: pool actor %s is gone and not re-created yet", self.consumer_id, pool_actor_name(self.stage, lane))
+            raise
 
     def _count(self, result: BatchResult) -> None:
         for stat in result.stats:

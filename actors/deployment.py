@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from actors.consumer import StageConsumerActor
-from actors.naming import SLA_MONITOR_NAME, consumer_actor_name, pool_actor_name
+from actors.naming import SLA_MONITOR_NAME, SUPERVISOR_NAME, consumer_actor_name, pool_actor_name
 from actors.sla_monitor import SlaMonitorActor
 from actors.stage_pool import StagePoolActor
 from pipeline.settings import STAGE_NAMES, Settings
@@ -23,58 +23,89 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class StageDeployment:
-    pools: list[Any] = field(default_factory=list)
-    consumers: list[Any] = field(default_factory=list)
-
-
-@dataclass
 class Deployment:
-    """Handles of every actor `deploy` started."""
+    """The platform's actors on the connected Ray cluster, found by name each time: an actor that
+    Ray restarted or the supervisor re-created is the same actor to the caller."""
 
     settings: Settings
-    stages: dict[str, StageDeployment] = field(default_factory=dict)
-    sla_monitor: Any = None
-    supervisor: Any = None
+    stages: tuple[str, ...]
+    with_sla_monitor: bool = True
+    with_supervisor: bool = True
 
-    def consumer_handles(self) -> list[tuple[str, int, Any]]:
-        return [(stage, i, handle) for stage, d in self.stages.items() for i, handle in enumerate(d.consumers)]
+    def pool(self, stage: str, index: int = 0) -> Any:
+        return self._actor(pool_actor_name(stage, index))
+
+    def consumer(self, stage: str, index: int = 0) -> Any:
+        return self._actor(consumer_actor_name(stage, index))
+
+    @property
+    def supervisor(self) -> Any:
+        return self._actor(SUPERVISOR_NAME) if self.with_supervisor else None
+
+    @property
+    def sla_monitor(self) -> Any:
+        return self._actor(SLA_MONITOR_NAME) if self.with_sla_monitor else None
+
+    def actor_names(self) -> list[str]:
+        names = []
+        for stage in self.stages:
+            options = self.settings.stages.for_stage(stage)
+            names += [consumer_actor_name(stage, i) for i in range(options.consumers)]
+            names += [pool_actor_name(stage, i) for i in range(options.concurrency)]
+        return names
 
     def pool_handles(self) -> list[tuple[str, int, Any]]:
-        return [(stage, i, handle) for stage, d in self.stages.items() for i, handle in enumerate(d.pools)]
+        return [(stage, i, self.pool(stage, i)) for stage in self.stages
+                for i in range(self.settings.stages.for_stage(stage).concurrency)]
+
+    def consumer_handles(self) -> list[tuple[str, int, Any]]:
+        return [(stage, i, self.consumer(stage, i)) for stage in self.stages
+                for i in range(self.settings.stages.for_stage(stage).consumers)]
 
     def stats(self, timeout_s: float = 10) -> dict[str, list[dict[str, Any]]]:
         result: dict[str, list[dict[str, Any]]] = {}
-        for stage, index, handle in self.consumer_handles():
-            try:
-                result.setdefault(stage, []).append(ray.get(handle.stats.remote(), timeout=timeout_s))
-            except Exception as error:  # noqa: BLE001 - a dead or restarting actor is reported, not fatal
-                result.setdefault(stage, []).append({"index": index, "error": str(error)})
+        for stage in self.stages:
+            for index in range(self.settings.stages.for_stage(stage).consumers):
+                try:
+                    result.setdefault(stage, []).append(ray.get(self.consumer(stage, index).stats.remote(), timeout=timeout_s))
+                except Exception as error:  # noqa: BLE001 - a dead or restarting actor is reported, not fatal
+                    result.setdefault(stage, []).append({"index": index, "error": str(error)})
         return result
 
     def stop(self, grace_s: float) -> None:
-        """Graceful: consumers finish in-flight work and commit, then every actor is removed."""
-        if self.supervisor is not None:
-            # First, so it does not re-create the actors being stopped.
-            try:
-                ray.get(self.supervisor.stop.remote(), timeout=10)
-            except Exception:  # noqa: BLE001 - it is killed below either way
-                pass
-            ray.kill(self.supervisor, no_restart=True)
-        stops = [handle.stop.remote(grace_s) for _, _, handle in self.consumer_handles()]
+        """Graceful: the supervisor first (so it re-creates nothing), then consumers finish their
+        in-flight work and commit, then every actor is removed."""
+        supervisor = self._find(SUPERVISOR_NAME) if self.with_supervisor else None
+        if supervisor is not None:
+            _quietly(lambda: ray.get(supervisor.stop.remote(), timeout=10))
+            ray.kill(supervisor, no_restart=True)
+        consumers = [c for c in (self._find(name) for name in self.actor_names() if ":consumer:" in name) if c is not None]
         try:
-            ray.get(stops, timeout=grace_s + 15)
+            ray.get([consumer.stop.remote(grace_s) for consumer in consumers], timeout=grace_s + 15)
         except Exception as error:  # noqa: BLE001 - what did not finish is redelivered after restart
             log.warning("some consumers did not stop cleanly (their work will be redelivered): %s", error)
-        if self.sla_monitor is not None:
-            try:
-                ray.get(self.sla_monitor.stop.remote(), timeout=10)
-            except Exception:  # noqa: BLE001
-                pass
-        for _, _, handle in [*self.consumer_handles(), *self.pool_handles()]:
-            ray.kill(handle, no_restart=True)
-        if self.sla_monitor is not None:
-            ray.kill(self.sla_monitor, no_restart=True)
+        monitor = self._find(SLA_MONITOR_NAME) if self.with_sla_monitor else None
+        if monitor is not None:
+            _quietly(lambda: ray.get(monitor.stop.remote(), timeout=10))
+        for actor in [self._find(name) for name in [*self.actor_names(), SLA_MONITOR_NAME]]:
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
+
+    def _actor(self, name: str) -> Any:
+        return ray.get_actor(name, namespace=self.settings.ray.namespace)
+
+    def _find(self, name: str) -> Any:
+        try:
+            return self._actor(name)
+        except ValueError:
+            return None
+
+
+def _quietly(call: Any) -> None:
+    try:
+        call()
+    except Exception:  # noqa: BLE001 - best effort while stopping: the actor is killed next
+        log.debug("ignored while stopping", exc_info=True)
 
 
 def start_pool_actor(settings: Settings, stage: str, index: int) -> Any:
@@ -82,7 +113,7 @@ def start_pool_actor(settings: Settings, stage: str, index: int) -> Any:
     options = settings.stages.for_stage(stage)
     return StagePoolActor.options(
         name=pool_actor_name(stage, index), namespace=settings.ray.namespace, num_cpus=options.actor_num_cpus,
-        num_gpus=options.actor_num_gpus, get_if_exists=True,
+        num_gpus=options.actor_num_gpus, get_if_exists=True, lifetime="detached",
     ).remote(settings, stage, index)
 
 
@@ -90,38 +121,36 @@ def start_consumer_actor(settings: Settings, stage: str, index: int) -> Any:
     options = settings.stages.for_stage(stage)
     return StageConsumerActor.options(
         name=consumer_actor_name(stage, index), namespace=settings.ray.namespace, num_cpus=options.actor_num_cpus,
-        get_if_exists=True,
+        get_if_exists=True, lifetime="detached",
     ).remote(settings, stage, index, settings.ray.namespace)
 
 
 def start_sla_monitor(settings: Settings) -> Any:
     return SlaMonitorActor.options(
-        name=SLA_MONITOR_NAME, namespace=settings.ray.namespace, num_cpus=0.05, get_if_exists=True
+        name=SLA_MONITOR_NAME, namespace=settings.ray.namespace, num_cpus=0.05, get_if_exists=True, lifetime="detached",
     ).remote(settings)
 
 
 def deploy(settings: Settings, stages: tuple[str, ...] = STAGE_NAMES, *, sla_monitor: bool = True,
            supervisor: bool = True) -> Deployment:
-    """Start the pool and consumer actors of `stages`, the SLA monitor and the supervisor."""
-    deployment = Deployment(settings=settings)
-    for stage in stages:
-        count = settings.stages.for_stage(stage).concurrency
-        deployment.stages[stage] = StageDeployment(pools=[start_pool_actor(settings, stage, i) for i in range(count)])
+    """Start (or find) the pool and consumer actors of `stages`, the SLA monitor and the supervisor.
+
+    Every actor is named and detached: it outlives the process that started it (on a cluster, the
+    platform keeps running if `sentinai up` dies; a new `sentinai up` finds the running actors), and
+    `Deployment.stop` removes them by name."""
+    pools = [start_pool_actor(settings, stage, i) for stage in stages for i in range(settings.stages.for_stage(stage).concurrency)]
     # Consumers look their pools up by name, so every pool must be alive before any consumer starts.
-    ray.get([pool.ping.remote() for _, _, pool in deployment.pool_handles()])
-    for stage in stages:
-        count = settings.stages.for_stage(stage).consumers
-        deployment.stages[stage].consumers = [start_consumer_actor(settings, stage, i) for i in range(count)]
-    ray.get([consumer.ping.remote() for _, _, consumer in deployment.consumer_handles()])
+    ray.get([pool.ping.remote() for pool in pools])
+    consumers = [start_consumer_actor(settings, stage, i) for stage in stages
+                 for i in range(settings.stages.for_stage(stage).consumers)]
+    ray.get([consumer.ping.remote() for consumer in consumers])
     if sla_monitor:
-        deployment.sla_monitor = start_sla_monitor(settings)
-        ray.get(deployment.sla_monitor.stats.remote())
+        ray.get(start_sla_monitor(settings).stats.remote())
     if supervisor:
         from actors.supervisor import start_supervisor
 
-        deployment.supervisor = start_supervisor(settings, stages, sla_monitor=sla_monitor)
-        ray.get(deployment.supervisor.ping.remote())
-    return deployment
+        ray.get(start_supervisor(settings, stages, sla_monitor=sla_monitor).ping.remote())
+    return Deployment(settings=settings, stages=stages, with_sla_monitor=sla_monitor, with_supervisor=supervisor)
 
 
 def wait_until_consuming(deployment: Deployment, timeout_s: float = 60) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from cluster.config import load_settings, masked
 from cluster.dlq_commands import add_dlq_commands, run_dlq_command
+from cluster.tenant_commands import add_tenant_commands
 from pipeline.errors import ConfigurationError, SentinaiError
 from pipeline.settings import STAGE_NAMES, Settings
 
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_cmd_demo)
 
     add_dlq_commands(commands, _dlq_handler)
+    add_tenant_commands(commands, load_settings)
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -203,6 +205,7 @@ def _run_foreground(
 
     settings, services = platform.resolve_services(settings)
     deployment = None
+    serve_handle = None
     demo: threading.Thread | None = None
     try:
         if prepare:
@@ -211,6 +214,10 @@ def _run_foreground(
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
         deployment = platform.deploy(settings, stages, sla_monitor=sla_monitor)
+        if settings.serve.enabled and stages == STAGE_NAMES:
+            from serve.deploy import start_operations_api
+
+            serve_handle = start_operations_api(settings)
         log.info("platform running: stages=%s kafka=%s; Ctrl-C to stop", ",".join(stages) or "-",
                  settings.kafka.bootstrap_servers)
         if demo_rate > 0:
@@ -222,6 +229,10 @@ def _run_foreground(
         stop_requested.set()
         if demo is not None:
             demo.join(timeout=15)
+        if serve_handle is not None:
+            from serve.deploy import stop_operations_api
+
+            stop_operations_api()
         if deployment is not None:
             deployment.stop(settings.shutdown_grace_s)
         if ray.is_initialized():

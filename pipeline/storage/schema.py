@@ -263,3 +263,17 @@ latency_histogram = Table(
     Column("sum_seconds", Float, nullable=False, comment="sum of all observations, on the +Inf row only (0 elsewhere)"),
     PrimaryKeyConstraint("worker_type", "event_type", "le"),
 )
+
+# Per-tenant API keys for the operations API. Only the SHA-256 of a key is stored: keys are 32 random
+# bytes, so a plain hash is enough (no salt or slow hash needed against guessing).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True, comment="public id, shown by `sentinai tenant list`"),
+    Column("tenant_id", String(64), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True, comment="hex SHA-256 of the key"),
+    Column("label", Text),
+    _now_column("created_at"),
+    Column("revoked_at", DateTime(timezone=True), comment="null while the key is valid"),
+)
+Index("ix_api_keys_tenant", api_keys.c.tenant_id)

@@ -49,12 +49,12 @@ class ScoringWeights:
     centroid: float = 0.5  # W: centroid vs most similar example
     description: float = 0.2  # DW
     phrase: float = 0.2  # KW: keywords and aliases as short prototypes
-    keyword_hit: float = 0.15  # BETA: per pack keyword found verbatim
+    keyword_hit: float = 0.2  # BETA: per pack keyword found verbatim
     max_keyword_hits: int = 3
     # confidence = sigmoid(margin_slope * (best - runner-up) + score_slope * best + bias)
-    margin_slope: float = 21.0
-    score_slope: float = 4.0
-    bias: float = -1.9
+    margin_slope: float = 15.13
+    score_slope: float = 14.28
+    bias: float = -6.83
 
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -168,12 +168,12 @@ class EmbeddedBackend:
         prototypes = self._prototypes[domain]
         return dict(zip(prototypes.types, prototypes.examples, strict=True))
 
-    def type_scores(self, item: TriageInput) -> dict[str, float]:
-        """Every type's score for one input, best first (no cache, no rules shortcut): for
-        explanations and for calibrating the confidence."""
+    def type_scores(self, item: TriageInput, weights: ScoringWeights | None = None) -> dict[str, float]:
+        """Every type's score for one input, best first, with these weights (default: the
+        backend's); no cache, no rules shortcut. For explanations and for tuning the weights."""
         prototypes = self._prototypes_for(item.tenant.domain)
         text = _model_text(item)
-        scores, _, _ = _score(prototypes, self._embedder.embed([text])[0], text, self._weights)
+        scores, _, _ = _score(prototypes, self._embedder.embed([text])[0], text, weights or self._weights)
         return dict(sorted(zip(prototypes.types, scores.tolist(), strict=True), key=lambda kv: -kv[1]))
 
     def cache_info(self) -> dict[str, int]:
@@ -266,7 +266,9 @@ class EmbeddedBackend:
             phrase_vectors=phrase_vectors,
             phrase_offsets=_offsets([len(phrases[i]) for i in with_phrases]),
             phrase_types=np.array(with_phrases, dtype=np.intp),
-            keywords=tuple(tuple(_words(k) for k in domain.exception_types[name].keywords) for name in types),
+            keywords=tuple(
+                tuple(w for w in map(_words, domain.exception_types[name].keywords) if w) for name in types
+            ),
             generation=0,
         )
 

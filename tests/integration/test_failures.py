@@ -155,8 +155,8 @@ def test_pending_retries_survive_sigkill_of_supervisor_consumer_and_stage_actor(
             # 2. The tool stage's consumer and pool actor die while retries are pending.
             publish_events(settings, events[10:])
             _wait_for(lambda: _count_tool(settings, "retrying") == 10, 60)
-            pids = {ray.get(deployment.stages["tool"].consumers[0].ping.remote()),
-                    ray.get(deployment.stages["tool"].pools[0].ping.remote())}
+            pids = {ray.get(deployment.consumer("tool").ping.remote()),
+                    ray.get(deployment.pool("tool").ping.remote())}
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
             counts = wait_for_final(settings, expected=20, timeout_s=120)
@@ -219,3 +219,29 @@ def _wait_for(condition, timeout_s: float) -> None:  # type: ignore[no-untyped-d
         time.sleep(0.2)
     raise AssertionError(f"condition not met within {timeout_s}s")
 
+
+
+def test_supervisor_recreates_an_actor_that_is_gone_for_good(settings: Settings) -> None:
+    from actors.naming import pool_actor_name
+    from tests.integration.helpers import demo_events
+
+    events = demo_events(load_packs_for(settings), count=40, seed=3)
+    with running_platform(settings) as deployment:
+        pool = deployment.pool("policy")
+        old_pid = ray.get(pool.ping.remote())
+        ray.kill(pool, no_restart=True)  # Ray will not restart this one: the supervisor must
+        _wait_for(lambda: _named_actor_pid(pool_actor_name("policy", 0), settings.ray.namespace) not in (None, old_pid), 30)
+        publish_events(settings, events)
+        counts = wait_for_final(settings, expected=40, timeout_s=90)
+        health = ray.get(deployment.supervisor.health.remote())
+
+    assert sum(counts.values()) == 40
+    assert health["stages"]["policy"]["pool"] == {"alive": 1, "configured": 1}
+    assert health["supervisor"]["actors_recreated"] >= 1
+
+
+def _named_actor_pid(name: str, namespace: str) -> int | None:
+    try:
+        return ray.get(ray.get_actor(name, namespace=namespace).ping.remote(), timeout=5)
+    except Exception:  # noqa: BLE001 - not there (yet)
+        return None

@@ -68,8 +68,8 @@ def test_sigkilled_consumer_and_stage_actors_lose_and_duplicate_nothing(settings
     with running_platform(settings) as deployment:
         publish_events(settings, events[:300])
         _wait_until_processed(settings, "triage", at_least=50)
-        consumer = deployment.stages["triage"].consumers[0]
-        pool = deployment.stages["playbook"].pools[0]
+        consumer = deployment.consumer("triage")
+        pool = deployment.pool("playbook")
         killed = {ray.get(consumer.ping.remote()), ray.get(pool.ping.remote())}
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
