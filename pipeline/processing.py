@@ -54,6 +54,7 @@ from pipeline.storage.event_store import envelope_from_row, event_log_row
 from pipeline.storage.tenants import refresh_tenants
 
 log = logging.getLogger(__name__)
+events_log = logging.getLogger("sentinai.events")
 
 _TENANT_REFRESH_INTERVAL_S = 10.0
 _TENANT_FORCED_REFRESH_MIN_S = 2.0
@@ -124,6 +125,10 @@ class BatchProcessor:
             raise
         except Exception as error:  # a driver error raised outside `transaction`'s own wrapping
             raise classify_database_error(error) from error
+        if self.settings.log_events:
+            for event in outcome.completed:
+                events_log.info("%s event_type=%s worker_type=%s status=completed", event.log_context(),
+                                event.event_type.value, self.worker_type)
         result = BatchResult(stats=stats)
         result.outputs.extend(self._outbound(outcome.outputs + replayed))
         result.outputs.extend(self._dead_letter_records(outcome.dead_lettered))

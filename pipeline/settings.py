@@ -184,6 +184,11 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=1024 * 1024, ge=1024, description="larger events are dead-lettered")
     pack_dir: Path | None = Field(default=None, description="extra domain and tenant packs, loaded after the bundled ones")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_events: bool = Field(
+        default=False,
+        description="one INFO line per processed event (tenant_id= exception_id= event_id=); retries and "
+        "dead-lettering are always logged. Off by default: at thousands of events/s it costs CPU and log volume",
+    )
     shutdown_grace_s: float = Field(default=30.0, gt=0)
 
     kafka: KafkaSettings = KafkaSettings()

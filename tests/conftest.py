@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +50,19 @@ async def _admin(sql: str) -> None:
         await connection.execute(sql)
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def postgres_dir() -> Iterator[Path]:
+    """A directory dedicated to one embedded PostgreSQL, outside pytest's private tmp tree: as root
+    the server makes its parents world-readable, and a concurrent pytest session would make pytest's
+    own tree private again under a running server."""
+    path = Path(tempfile.mkdtemp(prefix="sentinai-test-pg-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path / "pg"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The embedded services `sentinai up` starts with nothing configured, run as real processes.
 
 As root the embedded PostgreSQL chowns its data directory to a system user and opens every parent
-directory to all users, so each test gives it a dedicated directory (`tmp_path / "pg"`).
+directory to all users, so each test gives it a dedicated directory (the `postgres_dir` fixture).
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ def test_broker_that_never_answers_times_out_and_is_stopped(
 
 
 @pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "pg")
+def postgres(postgres_dir: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(postgres_dir)
     yield server
     server.stop()
 

@@ -28,8 +28,8 @@ from tests.integration.test_pipeline import _assert_effects_exactly_once
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 
-def test_postgres_restart_mid_run_loses_and_duplicates_nothing(broker: BundledBroker, tmp_path: Path) -> None:
-    postgres = EmbeddedPostgres(tmp_path / "pg")
+def test_postgres_restart_mid_run_loses_and_duplicates_nothing(broker: BundledBroker, postgres_dir: Path, tmp_path: Path) -> None:
+    postgres = EmbeddedPostgres(postgres_dir)
     url = postgres.start()
     try:
         settings = make_settings(broker, url, tmp_path)
