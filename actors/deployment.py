@@ -72,10 +72,11 @@ class Deployment:
                     result.setdefault(stage, []).append({"index": index, "error": str(error)})
         return result
 
-    def stop(self, grace_s: float) -> None:
+    def stop(self, grace_s: float, *, stop_supervisor: bool = True) -> None:
         """Graceful: the supervisor first (so it re-creates nothing), then consumers finish their
-        in-flight work and commit, then every actor is removed."""
-        supervisor = self._find(SUPERVISOR_NAME) if self.with_supervisor else None
+        in-flight work and commit, then every actor is removed. `sentinai worker` keeps the shared
+        supervisor (`stop_supervisor=False`): it stops watching actors that are gone with their stage."""
+        supervisor = self._find(SUPERVISOR_NAME) if self.with_supervisor and stop_supervisor else None
         if supervisor is not None:
             _quietly(lambda: ray.get(supervisor.stop.remote(), timeout=10))
             ray.kill(supervisor, no_restart=True)

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import ray
@@ -28,9 +29,10 @@ from pipeline.dlq import DeadLetterQueue
 from pipeline.events import utc_now
 from pipeline.kafka import ensure_topics, make_producer
 from pipeline.records import OutboundRecord
+from pipeline.recovery import unconsumed_events
 from pipeline.retry_scheduler import RetryScheduler
 from pipeline.routing import all_topics
-from pipeline.settings import Settings
+from pipeline.settings import STAGE_NAMES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ class SupervisorActor:
         self._dlq = DeadLetterQueue(self._engine, settings.kafka)
         assert settings.kafka.bootstrap_servers
         self._producer = make_producer(settings.kafka, settings.kafka.bootstrap_servers, SUPERVISOR_NAME)
-        self.counters = {"retries_dispatched": 0, "replays_published": 0, "actors_recreated": 0, "topics_recreated": 0}
+        self.counters = {"retries_dispatched": 0, "replays_published": 0, "actors_recreated": 0, "topics_recreated": 0,
+                         "events_recovered": 0}
         self._tasks = [asyncio.get_event_loop().create_task(self._start())]
         log.info("Initialized Supervisor: stages=%s", ",".join(stages))
 
@@ -76,7 +79,8 @@ class SupervisorActor:
         if not due:
             return 0
         await self._publish([retry.record for retry in due])
-        await self._retries.mark_dispatched(due)
+        redispatch_at = utc_now() + timedelta(seconds=self.settings.retry.redispatch_after_s)
+        await self._retries.mark_dispatched(due, redispatch_at=redispatch_at)
         for retry in due:
             log.info("retry %d of event_id=%s to %s (due %s)", retry.attempt, retry.event_id, retry.worker_type,
                      retry.due_at.isoformat())
@@ -110,12 +114,31 @@ class SupervisorActor:
         created = await ensure_topics(self.settings.kafka, self.settings.kafka.bootstrap_servers, all_topics(self.settings.kafka))
         if created:
             log.warning("the broker had lost topics %s (restarted without its data?): re-created them", created)
-        self.counters["topics_recreated"] += len(created)
+            self.counters["topics_recreated"] += len(created)
+            await self.recover_unconsumed()
         return len(created)
+
+    async def recover_unconsumed(self) -> int:
+        """Re-publish, from `event_log`, every event its next stage has not consumed (after the broker
+        lost its data). Called when topics had to be re-created, and by `sentinai up` when it starts a
+        fresh bundled broker."""
+        records = await unconsumed_events(self._engine, self.settings.kafka)
+        if records:
+            await self._publish(records)
+            log.warning("re-published %d event(s) the broker had lost, from event_log", len(records))
+        self.counters["events_recovered"] += len(records)
+        return len(records)
+
+    def _deployed_stages(self) -> list[str]:
+        """Stages that are deployed: at least one of their actors exists. A stage whose process
+        (`sentinai worker`) stopped it is left alone; so is, rarely, a stage that lost every actor
+        for good at once (restart it with `sentinai up` or `sentinai worker`)."""
+        present = _named_actors(self.settings.ray.namespace)
+        return [stage for stage in STAGE_NAMES if any(name.startswith(f"sentinai:{stage}:") for name in present)]
 
     def _expected_actors(self) -> list[tuple[str, Callable[[], Any]]]:
         expected: list[tuple[str, Callable[[], Any]]] = []
-        for stage in self.stages:
+        for stage in self._deployed_stages():
             options = self.settings.stages.for_stage(stage)
             expected += [(pool_actor_name(stage, i), _bind(start_pool_actor, self.settings, stage, i))
                          for i in range(options.concurrency)]
@@ -141,7 +164,7 @@ class SupervisorActor:
         no live consumer)."""
         namespace = self.settings.ray.namespace
         stages: dict[str, Any] = {}
-        for stage in self.stages:
+        for stage in sorted(set(self.stages) | set(self._deployed_stages()), key=STAGE_NAMES.index):
             options = self.settings.stages.for_stage(stage)
             consumers = []
             for index in range(options.consumers):
@@ -183,6 +206,10 @@ async def _call(name: str, namespace: str, method: str, timeout_s: float) -> Any
         return await asyncio.wait_for(getattr(actor, method).remote(), timeout=timeout_s)
     except Exception:  # noqa: BLE001 - any failure means "not healthy"; the caller reports it
         return None
+
+
+def _named_actors(namespace: str) -> list[str]:
+    return [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["namespace"] == namespace]
 
 
 def _bind(function: Callable[..., Any], *args: Any) -> Callable[[], Any]:

@@ -95,11 +95,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from pipeline.storage.database import create_engine
     from pipeline.storage.migrate import upgrade_to_head
 
-    settings = load_settings()
-    if settings.database.url is None:
-        # Migrating the embedded database only needs PostgreSQL, not the broker.
-        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": "unused"})})
-    settings, services = resolve_services(settings)
+    settings, services = resolve_services(load_settings(), adopt_only=True)
     try:
         assert settings.database.url is not None
         engine = create_engine(settings.database.url.get_secret_value(), settings.database)
@@ -203,7 +199,8 @@ def _run_foreground(
         log.info("received %s: stopping gracefully (grace %.0fs)", signal.Signals(signum).name, settings.shutdown_grace_s)
         stop_requested.set()
 
-    settings, services = platform.resolve_services(settings)
+    # `sentinai worker` joins a running platform: it uses its services and leaves them running.
+    settings, services = platform.resolve_services(settings, adopt_only=not prepare)
     deployment = None
     serve_handle = None
     demo: threading.Thread | None = None
@@ -214,6 +211,10 @@ def _run_foreground(
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
         deployment = platform.deploy(settings, stages, sla_monitor=sla_monitor)
+        if services.broker is not None and services.broker_is_fresh:
+            # A fresh in-memory broker holds none of what the last run had in flight: rebuild it.
+            recovered = ray.get(deployment.supervisor.recover_unconsumed.remote())
+            log.info("re-published %d in-flight event(s) from the database onto the fresh broker", recovered)
         if settings.serve.enabled and stages == STAGE_NAMES:
             from serve.deploy import start_operations_api
 
@@ -234,7 +235,7 @@ def _run_foreground(
 
             stop_operations_api()
         if deployment is not None:
-            deployment.stop(settings.shutdown_grace_s)
+            deployment.stop(settings.shutdown_grace_s, stop_supervisor=prepare)
         if ray.is_initialized():
             ray.shutdown()
         services.stop()

@@ -28,27 +28,43 @@ class EmbeddedServices:
 
     broker: BundledBroker | None = None
     postgres: EmbeddedPostgres | None = None
+    owns_postgres: bool = True
+
+    @property
+    def broker_is_fresh(self) -> bool:
+        """The bundled broker was started empty now (not adopted from a killed run)."""
+        return self.broker is not None and self.broker.fresh
 
     def stop(self) -> None:
         if self.broker is not None:
             self.broker.stop()
-        if self.postgres is not None:
+        if self.postgres is not None and self.owns_postgres:
             self.postgres.stop()
 
 
-def resolve_services(settings: Settings) -> tuple[Settings, EmbeddedServices]:
-    """Start embedded services for what is not configured; return settings that name every address."""
+def resolve_services(settings: Settings, *, adopt_only: bool = False) -> tuple[Settings, EmbeddedServices]:
+    """Start embedded services for what is not configured; return settings that name every address.
+
+    `sentinai up` owns what it starts or adopts (a server left running by a killed `sentinai up`).
+    With `adopt_only` (`sentinai migrate`, `sentinai worker`), a service some `sentinai up` already
+    runs is used and left running; only PostgreSQL is started if nothing runs, and stopped again."""
     services = EmbeddedServices()
     data_dir = Path(settings.data_dir).resolve()
     kafka, database = settings.kafka, settings.database
     try:
+        if kafka.bootstrap_servers is None and adopt_only:
+            kafka = kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{kafka.bundled_port}"})
         if kafka.bootstrap_servers is None:
             services.broker = BundledBroker(port=kafka.bundled_port, log_path=data_dir / "broker.log")
             bootstrap = services.broker.start()
             kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
-            log.info("bundled Kafka-compatible broker on %s (in-memory: data is lost when it stops)", bootstrap)
+            if services.broker.fresh:
+                log.info("bundled Kafka-compatible broker on %s (in-memory: data is lost when it stops)", bootstrap)
+            else:
+                log.warning("adopted the bundled broker left running on %s by a previous run", bootstrap)
         if database.url is None:
             services.postgres = EmbeddedPostgres(data_dir / "postgres")
+            services.owns_postgres = not (adopt_only and services.postgres.is_running())
             url = services.postgres.start()
             from pydantic import SecretStr
 

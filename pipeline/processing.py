@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.errors import (
+    ConfigurationError,
     DatabaseUnavailableError,
     InternalError,
     PayloadTooLargeError,
@@ -47,7 +48,7 @@ from pipeline.records import BatchResult, EventStat, InboundRecord, OutboundReco
 from pipeline.retry import RetryPolicy
 from pipeline.routing import DLQ_TOPIC, topics_for
 from pipeline.settings import Settings
-from pipeline.stages.base import BatchState, Stage
+from pipeline.stages.base import BatchState, Emission, Stage
 from pipeline.storage import schema
 from pipeline.storage.database import classify_database_error, transaction
 from pipeline.storage.event_store import envelope_from_row, event_log_row
@@ -105,6 +106,49 @@ class BatchProcessor:
         self._tenants_refreshed_at = -math.inf
 
     async def process(self, records: Sequence[InboundRecord]) -> BatchResult:
+        """Process a batch. Raises a retryable SentinaiError (or ConfigurationError) when the batch
+        as a whole must be retried; a batch that fails permanently (a bug, a constraint violation) is
+        split to find the event responsible, which is dead-lettered so the partition keeps flowing."""
+        try:
+            return await self._process_batch(records)
+        except SentinaiError as error:
+            if error.retryable or isinstance(error, ConfigurationError):
+                raise
+            return await self._isolate(records, error)
+        except Exception as error:  # a bug outside any one event's handler
+            log.exception("stage %s: unexpected error processing a batch of %d", self.worker_type, len(records))
+            return await self._isolate(records, InternalError(f"{type(error).__name__}: {error}"))
+
+    async def _isolate(self, records: Sequence[InboundRecord], error: SentinaiError) -> BatchResult:
+        if len(records) == 1:
+            return await self._dead_letter_alone(records[0], error)
+        log.warning("stage %s: batch of %d failed permanently (%s: %s); processing its events one by one",
+                    self.worker_type, len(records), error.error_type, error)
+        merged = BatchResult()
+        for record in records:
+            result = await self.process([record])
+            merged.outputs.extend(result.outputs)
+            merged.stats.extend(result.stats)
+        return merged
+
+    async def _dead_letter_alone(self, record: InboundRecord, error: SentinaiError) -> BatchResult:
+        try:
+            event: EventEnvelope | None = decode_event(record.value)
+        except ValidationError:
+            event = None
+        rejected = _Rejected(record, event, error)
+        if event is not None:
+            log.warning("dead-lettering %s topic=%s partition=%s offset=%s: %s: %s", event.log_context(),
+                        record.topic, record.partition, record.offset, error.error_type, error)
+        now = self.clock()
+        async with transaction(self.engine) as connection:
+            await self._record_dead_letters(connection, [rejected], now)
+            stat = EventStat(event.event_type if event else "unknown", event.tenant_id if event else "unknown",
+                             "dead_lettered", 0.0, error.error_type)
+            await self._metrics([stat]).flush(connection)
+        return BatchResult(outputs=self._dead_letter_records([rejected]), stats=[stat])
+
+    async def _process_batch(self, records: Sequence[InboundRecord]) -> BatchResult:
         started = time.perf_counter()
         await self._refresh_tenants_if_stale()
         events, rejected = self._decode(records)
@@ -190,6 +234,9 @@ class BatchProcessor:
                     raise UnexpectedEventError(f"stage {self.worker_type} does not handle {event.event_type}")
                 self.packs.view(event.tenant_id)
             except ValidationError as error:
+                context = event.log_context() if event else _record_context(record)
+                log.warning("dead-lettering %s topic=%s partition=%s offset=%s: %s: %s", context, record.topic,
+                            record.partition, record.offset, error.error_type, error)
                 rejected.append(_Rejected(record, event, error))
                 continue
             if event.event_id in seen:
@@ -226,7 +273,7 @@ class BatchProcessor:
             event_started = time.perf_counter()
             previous_retries = known[event.event_id].retry_count if event.event_id in known else 0
             try:
-                emissions = await self.stage.handle(event, state)
+                emissions = await self._handle(event, state)
             except ValidationError as error:
                 log.warning("dead-lettering %s: %s: %s", event.log_context(), error.error_type, error)
                 outcome.dead_lettered.append(_Rejected(record, event, error, previous_retries))
@@ -270,6 +317,17 @@ class BatchProcessor:
         await self._record_dead_letters(connection, outcome.dead_lettered, state.now)
         await self._record_processing(connection, processing_rows, known)
         return outcome
+
+    async def _handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:
+        """The stage's `handle`; if it raises, whatever it changed in `state` is taken back."""
+        state.begin_event()
+        try:
+            emissions = await self.stage.handle(event, state)
+        except BaseException:
+            state.rollback_event()
+            raise
+        state.end_event()
+        return emissions
 
     def _processing_row(
         self,
@@ -462,6 +520,13 @@ def _identity_of_undecoded(record: InboundRecord) -> dict[str, str]:
         name: value for name, limit in _IDENTITY_LIMITS.items()
         if isinstance(value := document.get(name), str) and 0 < len(value) <= limit
     }
+
+
+def _record_context(record: InboundRecord) -> str:
+    """The runbook's `tenant_id= exception_id= event_id=` fields, from whatever a bad record carries."""
+    identity = _identity_of_undecoded(record)
+    return (f"tenant_id={identity.get('tenant_id') or _header(record, 'tenant_id') or '-'} "
+            f"exception_id={identity.get('exception_id', '-')} event_id={identity.get('event_id') or raw_event_id(record)}")
 
 
 def _header(record: InboundRecord, name: str) -> str | None:

@@ -1,9 +1,10 @@
 """Due retries, from `event_processing_log`, back onto their stage's topic.
 
 A retry is durable from the moment the failed attempt commits (status `retrying`, `next_retry_at`).
-The supervisor asks for due retries, publishes each with the attempt number in a header, then clears
-`next_retry_at`. A crash between publishing and clearing publishes the attempt again; the stage
-processes only the copy whose attempt number matches the recorded `retry_count`, once
+The supervisor asks for due retries, publishes each with the attempt number in a header, then moves
+`next_retry_at` to a re-dispatch deadline (`SENTINAI_RETRY__REDISPATCH_AFTER_S`). A crash between
+publishing and marking, or a broker that loses the published record, publishes the attempt again;
+the stage processes only the copy whose attempt number matches the recorded `retry_count`, once
 (`pipeline.processing._is_due`), so each retry happens at most once.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.processing import RETRY_ATTEMPT_HEADER
@@ -52,16 +53,19 @@ class RetryScheduler:
             rows = (await connection.execute(statement)).all()
         return [self._due(row) for row in rows]
 
-    async def mark_dispatched(self, retries: list[DueRetry]) -> None:
+    async def mark_dispatched(self, retries: list[DueRetry], *, redispatch_at: datetime) -> None:
+        """Push the due time to `redispatch_at`: if the published attempt never runs (a broker that
+        lost its data), it is published again then. Only a row still at the dispatched attempt moves."""
         if not retries:
             return
         log = schema.event_processing_log
+        statement = (
+            update(log)
+            .where(log.c.id == bindparam("b_id"), log.c.status == "retrying", log.c.retry_count == bindparam("b_attempt"))
+            .values(next_retry_at=redispatch_at)
+        )
         async with transaction(self.engine) as connection:
-            await connection.execute(
-                update(log)
-                .where(log.c.id.in_([retry.processing_id for retry in retries]), log.c.status == "retrying")
-                .values(next_retry_at=None)
-            )
+            await connection.execute(statement, [{"b_id": r.processing_id, "b_attempt": r.attempt} for r in retries])
 
     async def pending_count(self) -> int:
         log = schema.event_processing_log

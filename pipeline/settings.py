@@ -122,6 +122,10 @@ class RetrySettings(_Frozen):
     stages: dict[str, RetryPolicySettings] = Field(default_factory=dict)
     error_types: dict[str, RetryPolicySettings] = Field(default_factory=dict)
     poll_interval_s: float = Field(default=0.5, gt=0, le=60, description="how often the supervisor looks for due retries")
+    redispatch_after_s: float = Field(
+        default=120.0, gt=0, description="publish a retry again if its attempt has not run this long after dispatch "
+        "(the broker lost it); the stage still runs each attempt once"
+    )
 
     @field_validator("stages")
     @classmethod

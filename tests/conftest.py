@@ -33,7 +33,8 @@ from pipeline.settings import (
 
 # The machine's PostgreSQL (CI starts it before the tests); override with SENTINAI_TEST_POSTGRES.
 ADMIN_DSN = os.environ.get("SENTINAI_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-TEMPLATE_DB = "sentinai_test_template"
+# One per test session: concurrent sessions (a developer and CI on one machine) must not share it.
+TEMPLATE_DB = f"sentinai_test_template_{os.getpid()}"
 
 
 def _asyncpg_dsn(database: str) -> str:

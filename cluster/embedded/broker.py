@@ -9,6 +9,7 @@ transactional producer; `end_offsets()` is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -74,6 +75,7 @@ class BundledBroker:
         self._port = port
         self._log_path = Path(log_path)
         self._process: subprocess.Popen[bytes] | None = None
+        self._adopted: psutil.Process | None = None
         self._log_offset = 0
 
     @property
@@ -91,10 +93,37 @@ class BundledBroker:
     @property
     def pid(self) -> int | None:
         """The broker's process id while it runs, else None."""
-        return self._process.pid if self.is_running() and self._process is not None else None
+        if not self.is_running():
+            return None
+        return self._adopted.pid if self._adopted is not None else (self._process.pid if self._process else None)
 
     def is_running(self) -> bool:
+        if self._adopted is not None:
+            return self._adopted.is_running()
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def fresh(self) -> bool:
+        """True when this object launched the broker (empty), False when it adopted a running one."""
+        return self._adopted is None
+
+    @property
+    def _pid_path(self) -> Path:
+        return self._log_path.with_suffix(".pid")
+
+    def _adopt_orphan(self) -> bool:
+        """A broker this data directory started earlier, left running when its `sentinai up` was
+        killed: adopt it (its in-memory data is still there) instead of failing on the busy port."""
+        try:
+            pid = int(self._pid_path.read_text().strip())
+            process = psutil.Process(pid)
+            command = " ".join(process.cmdline())
+        except (FileNotFoundError, ValueError, psutil.Error):
+            return False
+        if "tansu" not in command or f":{self._port}" not in command or not _answers_metadata(self._port, timeout_s=2):
+            return False
+        self._adopted = process
+        return True
 
     def start(self, timeout_s: float = 10) -> str:
         """Start the broker and wait until it answers a Kafka metadata request; return "127.0.0.1:P".
@@ -107,6 +136,8 @@ class BundledBroker:
             return self.bootstrap_servers
         binary = tansu_binary()
         if not is_port_free(self._port):
+            if self._adopt_orphan():
+                return self.bootstrap_servers
             raise self._port_taken_error()
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_offset = self._log_path.stat().st_size if self._log_path.exists() else 0
@@ -137,10 +168,20 @@ class BundledBroker:
         except BaseException:
             self.stop()
             raise
+        self._pid_path.write_text(str(self._process.pid))
         return self.bootstrap_servers
 
     def stop(self, timeout_s: float = 5) -> None:
         """SIGTERM the broker, wait up to `timeout_s` seconds, then SIGKILL. Safe to call twice."""
+        adopted, self._adopted = self._adopted, None
+        if adopted is not None:
+            with contextlib.suppress(psutil.Error):
+                adopted.terminate()
+                try:
+                    adopted.wait(timeout_s)
+                except psutil.TimeoutExpired:
+                    adopted.kill()
+        self._pid_path.unlink(missing_ok=True)
         process, self._process = self._process, None
         if process is None:
             return

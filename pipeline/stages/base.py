@@ -39,6 +39,20 @@ class Emission:
 
 
 @dataclass
+class _EventUndo:
+    insert_counts: dict[str, int]
+    exceptions: dict[ExceptionKey, tuple[dict[str, Any] | None, bool, set[str]]] = field(default_factory=dict)
+    playbook_runs: dict[ExceptionKey, tuple[dict[str, Any] | None, bool]] = field(default_factory=dict)
+
+
+def _restore(rows: dict[ExceptionKey, dict[str, Any]], key: ExceptionKey, row: dict[str, Any] | None) -> None:
+    if row is None:
+        rows.pop(key, None)
+    else:
+        rows[key] = row
+
+
+@dataclass
 class BatchState:
     """Rows loaded for one batch, and the writes it will flush in one transaction."""
 
@@ -50,22 +64,60 @@ class BatchState:
     _dirty_exception_columns: dict[ExceptionKey, set[str]] = field(default_factory=lambda: defaultdict(set))
     _dirty_playbook_runs: set[ExceptionKey] = field(default_factory=set)
     _inserts: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    _undo: _EventUndo | None = None
+
+    def begin_event(self) -> None:
+        """Start recording what the next event changes, so `rollback_event` can take it back."""
+        self._undo = _EventUndo(insert_counts={name: len(rows) for name, rows in self._inserts.items()})
+
+    def end_event(self) -> None:
+        self._undo = None
+
+    def rollback_event(self) -> None:
+        """Forget every change since `begin_event`: an event that fails (dead-lettered, or retried)
+        leaves no partial effect in the batch."""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            return
+        for key, (row, was_new, dirty) in undo.exceptions.items():
+            _restore(self.exceptions, key, row)
+            (self._new_exceptions.add if was_new else self._new_exceptions.discard)(key)
+            self._dirty_exception_columns[key] = dirty
+        for key, (row, was_dirty) in undo.playbook_runs.items():
+            _restore(self.playbook_runs, key, row)
+            (self._dirty_playbook_runs.add if was_dirty else self._dirty_playbook_runs.discard)(key)
+        for name in list(self._inserts):
+            del self._inserts[name][undo.insert_counts.get(name, 0):]
+
+    def _remember_exception(self, key: ExceptionKey) -> None:
+        if self._undo is not None and key not in self._undo.exceptions:
+            row = self.exceptions.get(key)
+            self._undo.exceptions[key] = (dict(row) if row is not None else None, key in self._new_exceptions,
+                                          set(self._dirty_exception_columns.get(key, set())))
+
+    def _remember_run(self, key: ExceptionKey) -> None:
+        if self._undo is not None and key not in self._undo.playbook_runs:
+            row = self.playbook_runs.get(key)
+            self._undo.playbook_runs[key] = (dict(row) if row is not None else None, key in self._dirty_playbook_runs)
 
     def exception(self, event: EventEnvelope) -> dict[str, Any] | None:
         return self.exceptions.get((event.tenant_id, event.exception_id))
 
     def put_exception(self, key: ExceptionKey, row: dict[str, Any]) -> None:
         """Insert or fully replace an exception (intake)."""
+        self._remember_exception(key)
         self.exceptions[key] = row
         self._new_exceptions.add(key)
 
     def update_exception(self, key: ExceptionKey, **columns: Any) -> None:
+        self._remember_exception(key)
         row = self.exceptions[key]
         row.update(columns)
         if key not in self._new_exceptions:
             self._dirty_exception_columns[key].update(columns)
 
     def put_playbook_run(self, key: ExceptionKey, row: dict[str, Any]) -> None:
+        self._remember_run(key)
         self.playbook_runs[key] = row
         self._dirty_playbook_runs.add(key)
 

@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 import jsonschema
 
-from pipeline.errors import SentinaiError, ToolInputError, ToolNotEnabledError, UnexpectedEventError
+from pipeline.errors import (
+    SentinaiError,
+    ToolFailedError,
+    ToolInputError,
+    ToolNotEnabledError,
+    UnexpectedEventError,
+)
 from pipeline.events import EventEnvelope, EventType
 from pipeline.packs import PackRegistry
 from pipeline.packs.models import ToolSpec
@@ -80,6 +86,8 @@ class ToolStage(Stage):
                 "input": payload["input"],
                 "output": output,
                 "outcome": outcome,
+                "error_type": output.get("error_type") if outcome == "failed" else None,
+                "error_message": output.get("error") if outcome == "failed" else None,
                 "duration_ms": prepared.duration_ms,
                 "executed_at": state.now,
             },
@@ -115,11 +123,16 @@ class ToolStage(Stage):
             output = BUILTIN_TOOLS[str(spec.builtin)](dict(tool_input), context)
         else:
             url = tenant.tenant.tool_base_urls.get(spec_id, spec.url)
-            output = await call_http_tool(
-                self._client(), spec, str(url), tool_input, execution_id=event.event_id,
-                timeout_s=spec.timeout_s or self.settings.tools.http_timeout_s,
-                max_bytes=self.settings.tools.http_max_response_bytes,
-            )
+            try:
+                output = await call_http_tool(
+                    self._client(), spec, str(url), tool_input, execution_id=event.event_id,
+                    timeout_s=spec.timeout_s or self.settings.tools.http_timeout_s,
+                    max_bytes=self.settings.tools.http_max_response_bytes,
+                )
+            except ToolFailedError as error:
+                # The tool answered, and its answer is "no" (4xx, or an unusable body): a business
+                # outcome for the playbook (it escalates), not a broken event for the DLQ.
+                output = {"outcome": "failed", "error_type": error.error_type, "error": str(error)}
         return _Executed(spec, output, (time.perf_counter() - started) * 1000)
 
     def _validate(self, pack: str, tool_id: str, spec: ToolSpec, tool_input: Any) -> None:

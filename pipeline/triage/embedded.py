@@ -81,8 +81,16 @@ class _Prototypes:
 
 class EmbeddedBackend:
     """Nearest-prototype triage over `embedder`'s vectors. Thread-safe; `classify` embeds all
-    uncached texts of a batch in one call. Raises whatever the embedder raises (a
-    ConfigurationError at construction when the model files are missing or altered)."""
+    uncached texts of a batch in one call.
+
+    - `cache_size`: signatures (domain, normalised description, hint) kept in the LRU; 0 disables it.
+    - `rules_shortcut_confidence`: rules decisions at or above it are returned without the model.
+      0.95 (the default) lets only a type hint that names a known type skip the model; 0.85 also
+      lets strong keyword matches skip it; None sends everything to the model.
+    - `weights`: the scoring constants (tests and tuning).
+
+    Raises whatever the embedder raises (ConfigurationError at construction when the model files
+    are missing or altered)."""
 
     name = "embedded"
 
@@ -284,7 +292,7 @@ class EmbeddedBackend:
             domain,
             generation,
             " ".join(item.description.lower().split()),
-            (item.type_hint or "").strip().lower(),
+            _words(item.type_hint or ""),
         )
 
     def _cache_get(self, key: tuple[str, int, str, str]) -> TriageDecision | None:

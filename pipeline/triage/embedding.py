@@ -95,8 +95,9 @@ def verify_sha256(path: Path, expected_sha256: str, data: bytes | None = None) -
 
 
 def _normalise(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    normalised: NDArray[np.float32] = (vectors / norms).astype(np.float32, copy=False)
+    return normalised
 
 
 class OnnxMiniLmEmbedder:
@@ -192,7 +193,10 @@ class TorchMiniLmEmbedder:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar in the logs
 
         if threads is not None:
             torch.set_num_threads(threads)

@@ -15,7 +15,6 @@ import pytest
 
 from pipeline.errors import (
     StageTimeoutError,
-    ToolFailedError,
     ToolInputError,
     ToolNotEnabledError,
     ToolUnavailableError,
@@ -107,6 +106,8 @@ async def test_builtin_tool_runs_and_is_recorded(settings: Settings, packs: Pack
         "input": RESCHEDULE_INPUT,
         "output": expected_output,
         "outcome": "succeeded",
+        "error_type": None,
+        "error_message": None,
         "executed_at": NOW,
     }
     assert list(state._inserts) == ["tool_executions"]
@@ -297,25 +298,17 @@ def _raise(error: Exception) -> Handler:
 
 
 @pytest.mark.parametrize(
-    ("handler", "error", "retryable"),
+    ("handler", "error"),
     [
-        (lambda request: httpx.Response(503, text="maintenance"), ToolUnavailableError, True),
-        (lambda request: httpx.Response(429), ToolUnavailableError, True),
-        (_raise(httpx.ConnectError("connection refused")), ToolUnavailableError, True),
-        (_raise(httpx.ReadTimeout("slow")), StageTimeoutError, True),
-        (lambda request: httpx.Response(404, text="no such hook"), ToolFailedError, False),
-        (lambda request: httpx.Response(200, text="<html>ok</html>"), ToolFailedError, False),
-        (lambda request: httpx.Response(200, json=["not", "an", "object"]), ToolFailedError, False),
+        (lambda request: httpx.Response(503, text="maintenance"), ToolUnavailableError),
+        (lambda request: httpx.Response(429), ToolUnavailableError),
+        (_raise(httpx.ConnectError("connection refused")), ToolUnavailableError),
+        (_raise(httpx.ReadTimeout("slow")), StageTimeoutError),
     ],
-    ids=["503", "429", "connect-error", "timeout", "404", "non-json", "json-list"],
+    ids=["503", "429", "connect-error", "timeout"],
 )
-async def test_http_tool_failures_are_classified(
-    settings: Settings,
-    hooks_packs: PackRegistry,
-    http: MakeClient,
-    handler: Handler,
-    error: type[Exception],
-    retryable: bool,
+async def test_transient_http_tool_failures_are_raised_for_retry(
+    settings: Settings, hooks_packs: PackRegistry, http: MakeClient, handler: Handler, error: type[Exception]
 ) -> None:
     stage = ToolStage(settings, hooks_packs, http_client=http(handler))
     event = requested("notify_webhook", WEBHOOK_INPUT, tenant_id="FIN_HOOKS")
@@ -324,18 +317,32 @@ async def test_http_tool_failures_are_classified(
     with pytest.raises(error) as info:
         await stage.handle(event, state)
     assert type(info.value) is error
-    assert info.value.retryable is retryable  # type: ignore[attr-defined]
+    assert info.value.retryable is True  # type: ignore[attr-defined]
     assert state._inserts == {}
 
 
-async def test_http_tool_404_message_carries_status_and_body(
-    settings: Settings, hooks_packs: PackRegistry, http: MakeClient
+@pytest.mark.parametrize(
+    ("handler", "message"),
+    [
+        (lambda request: httpx.Response(404, text="no such hook"), f"tool at {HOOK_URL} answered HTTP 404: no such hook"),
+        (lambda request: httpx.Response(200, text="<html>ok</html>"), f"tool at {HOOK_URL} answered non-JSON"),
+        (lambda request: httpx.Response(200, json=["not", "an", "object"]), "answered JSON list, not an object"),
+    ],
+    ids=["404", "non-json", "json-list"],
+)
+async def test_a_tool_that_answers_no_completes_the_step_as_failed(
+    settings: Settings, hooks_packs: PackRegistry, http: MakeClient, handler: Handler, message: str
 ) -> None:
-    stage = ToolStage(
-        settings, hooks_packs, http_client=http(lambda request: httpx.Response(404, text="no such hook"))
-    )
-    with pytest.raises(ToolFailedError, match=f"tool at {HOOK_URL} answered HTTP 404: no such hook"):
-        await run(stage, requested("notify_webhook", WEBHOOK_INPUT, tenant_id="FIN_HOOKS"))
+    stage = ToolStage(settings, hooks_packs, http_client=http(handler))
+    event = requested("notify_webhook", WEBHOOK_INPUT, tenant_id="FIN_HOOKS")
+    state = BatchState(now=NOW)
+    await stage.prepare([event], state)
+    [emission] = await stage.handle(event, state)
+    assert emission.payload["outcome"] == "failed"
+    assert message in emission.payload["output"]["error"]
+    [execution] = state._inserts["tool_executions"]
+    assert (execution["outcome"], execution["error_type"]) == ("failed", "tool_failed")
+    assert message in execution["error_message"]
 
 
 async def test_http_tool_input_is_validated_before_any_call(
