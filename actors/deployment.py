@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray import serve
 
 from actors.consumer import StageConsumerActor
 from actors.naming import SLA_MONITOR_NAME, SUPERVISOR_NAME, consumer_actor_name, pool_actor_name
 from actors.sla_monitor import SlaMonitorActor
 from actors.stage_pool import StagePoolActor
+from actors.triage_pool import start_triage_pool, stop_triage_pool
 from pipeline.settings import STAGE_NAMES, Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class Deployment:
     stages: tuple[str, ...]
     with_sla_monitor: bool = True
     with_supervisor: bool = True
+    with_triage_pool: bool = False
 
     def pool(self, stage: str, index: int = 0) -> Any:
         return self._actor(pool_actor_name(stage, index))
@@ -91,6 +94,8 @@ class Deployment:
         for actor in [self._find(name) for name in [*self.actor_names(), SLA_MONITOR_NAME]]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
+        if self.with_triage_pool:
+            _quietly(stop_triage_pool)
 
     def _actor(self, name: str) -> Any:
         return ray.get_actor(name, namespace=self.settings.ray.namespace)
@@ -139,6 +144,10 @@ def deploy(settings: Settings, stages: tuple[str, ...] = STAGE_NAMES, *, sla_mon
     Every actor is named and detached: it outlives the process that started it (on a cluster, the
     platform keeps running if `sentinai up` dies; a new `sentinai up` finds the running actors), and
     `Deployment.stop` removes them by name."""
+    triage_pool = "triage" in stages and settings.triage.backend != "rules"
+    if triage_pool:
+        start_serve(settings)
+        start_triage_pool(settings)
     pools = [start_pool_actor(settings, stage, i) for stage in stages for i in range(settings.stages.for_stage(stage).concurrency)]
     # Consumers look their pools up by name, so every pool must be alive before any consumer starts.
     ray.get([pool.ping.remote() for pool in pools])
@@ -151,7 +160,14 @@ def deploy(settings: Settings, stages: tuple[str, ...] = STAGE_NAMES, *, sla_mon
         from actors.supervisor import start_supervisor
 
         ray.get(start_supervisor(settings, stages, sla_monitor=sla_monitor).ping.remote())
-    return Deployment(settings=settings, stages=stages, with_sla_monitor=sla_monitor, with_supervisor=supervisor)
+    return Deployment(settings=settings, stages=stages, with_sla_monitor=sla_monitor, with_supervisor=supervisor,
+                      with_triage_pool=triage_pool)
+
+
+def start_serve(settings: Settings) -> None:
+    """Ray Serve's controller and HTTP proxy, with the operations API's address (one proxy per
+    cluster serves every Serve application: the API at /, the triage pool has no route)."""
+    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
 
 
 def wait_until_consuming(deployment: Deployment, timeout_s: float = 60) -> None:

@@ -13,12 +13,13 @@ import logging
 import ray
 
 from actors.runtime import configure_logging, database_engine
+from actors.triage_pool import ServeTriageBackend
 from pipeline.kafka import SKIPPED, SequenceGate
-from pipeline.packs import load_packs
+from pipeline.packs import PackRegistry, load_packs
 from pipeline.processing import BatchProcessor
 from pipeline.records import BatchResult, InboundRecord
 from pipeline.settings import Settings
-from pipeline.stages import STAGE_CLASSES
+from pipeline.stages import STAGE_CLASSES, Stage, TriageStage
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class StagePoolActor:
         self._loop = asyncio.new_event_loop()
         self._engine = database_engine(settings)
         packs = load_packs(settings.pack_dir)
-        self._processor = BatchProcessor(STAGE_CLASSES[stage](settings, packs), self._engine, settings, packs)
+        self._processor = BatchProcessor(_stage(settings, stage, packs), self._engine, settings, packs)
         self._gate = SequenceGate()
         log.info("Initialized %sStagePool actor %d", stage.capitalize(), index)
 
@@ -50,3 +51,10 @@ class StagePoolActor:
 
     def shutdown(self) -> None:
         self._loop.run_until_complete(self._engine.dispose())
+
+
+def _stage(settings: Settings, stage: str, packs: PackRegistry) -> Stage:
+    """The stage's logic. Triage asks the autoscaled model pool unless the backend is plain rules."""
+    if stage == "triage" and settings.triage.backend != "rules":
+        return TriageStage(settings, packs, backend=ServeTriageBackend(settings.triage.pool.chunk_size))
+    return STAGE_CLASSES[stage](settings, packs)

@@ -139,9 +139,58 @@ class RetrySettings(_Frozen):
         return self.error_types.get(error_type) or self.stages.get(stage) or self.default
 
 
+class OpenAISettings(_Frozen):
+    """Any OpenAI-compatible chat-completions endpoint: Ray Serve LLM / vLLM, a llama.cpp server, a hosted API."""
+
+    base_url: str | None = Field(default=None, description="e.g. http://ray-head:8000/llm/v1; required for backend openai")
+    model: str = Field(default="triage", description="model id sent in each request")
+    api_key: SecretStr | None = None
+    response_format: Literal["json_schema", "json_object"] = Field(
+        default="json_schema", description="json_schema (OpenAI, vLLM) or json_object+schema (llama-cpp-python)"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="per call")
+    max_concurrency: int = Field(default=4, ge=1, le=256, description="calls in flight per model replica")
+    breaker_failure_threshold: int = Field(default=5, ge=1, description="consecutive failures that open the circuit")
+    breaker_reset_after_s: float = Field(default=30.0, gt=0, description="open circuit: wait this long before a trial call")
+
+
+class TriagePoolSettings(_Frozen):
+    """The autoscaled pool of model replicas (a Ray Serve deployment) that the triage stage calls."""
+
+    min_replicas: int = Field(default=1, ge=0, le=256)
+    max_replicas: int = Field(default=4, ge=1, le=256)
+    num_cpus: float = Field(default=0.25, ge=0, le=64, description="per replica")
+    num_gpus: float = Field(default=0, ge=0, le=8, description="per replica; >0 makes the autoscaler add GPU nodes")
+    target_ongoing_requests: float = Field(default=2.0, gt=0, description="chunks in flight per replica before scaling up")
+    upscale_delay_s: float = Field(default=3.0, ge=0)
+    downscale_delay_s: float = Field(default=15.0, ge=0)
+    chunk_size: int = Field(default=32, ge=1, le=4096, description="exceptions per model call")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TriagePoolSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
+
 class TriageSettings(_Frozen):
-    backend: Literal["rules"] = Field(default="rules", description="classifier used by the triage stage")
-    min_confidence: float = Field(default=0.6, ge=0, le=1, description="default approval threshold, packs may override")
+    backend: Literal["embedded", "openai", "rules"] = Field(
+        default="embedded", description="embedded (offline model), openai (any compatible LLM) or rules"
+    )
+    runtime: Literal["onnx", "torch"] = Field(default="onnx", description="embedded model runtime; torch needs the [torch] extra")
+    model_threads: int = Field(default=1, ge=1, le=64, description="CPU threads per model replica")
+    cache_size: int = Field(default=10_000, ge=0, description="recently seen exception signatures answered from memory")
+    rules_shortcut_confidence: float | None = Field(
+        default=0.95, ge=0, le=1, description="rules decisions this confident skip the model; unset to always ask it"
+    )
+    openai: OpenAISettings = OpenAISettings()
+    pool: TriagePoolSettings = TriagePoolSettings()
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> TriageSettings:
+        if self.backend == "openai" and not self.openai.base_url:
+            raise ValueError("backend openai needs SENTINAI_TRIAGE__OPENAI__BASE_URL")
+        return self
 
 
 class ToolSettings(_Frozen):

@@ -25,10 +25,12 @@ from pipeline.settings import (
     STAGE_NAMES,
     KafkaSettings,
     RaySettings,
+    ServeSettings,
     Settings,
     SlaSettings,
     StageSettings,
     StagesSettings,
+    TriageSettings,
 )
 
 # The machine's PostgreSQL (CI starts it before the tests); override with SENTINAI_TEST_POSTGRES.
@@ -142,6 +144,10 @@ def make_settings(broker: BundledBroker, database_url: str, tmp_path: Path, **st
         stages=StagesSettings(**stages),
         sla=SlaSettings(interval_s=0.5),
         ray=RaySettings(namespace=f"t{run}", include_dashboard=False),
+        # The rules backend keeps pipeline tests independent of the model pool, which
+        # tests/integration/test_triage_pool.py exercises on its own.
+        triage=TriageSettings(backend="rules"),
+        serve=ServeSettings(port=free_port()),
     )
 
 

