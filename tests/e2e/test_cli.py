@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cluster.embedded import BundledBroker
+from cluster.embedded import BundledBroker, free_port
 from tests.integration.helpers import FINAL_STATUSES
 
 pytestmark = pytest.mark.e2e
@@ -40,6 +40,7 @@ def _environment(broker: BundledBroker, database_url: str, tmp_path: Path) -> di
         SENTINAI_RAY__NUM_CPUS="4",
         SENTINAI_SHUTDOWN_GRACE_S="20",
         SENTINAI_SLA__INTERVAL_S="1",
+        SENTINAI_SERVE__PORT=str(free_port()),
     )
     return env
 
