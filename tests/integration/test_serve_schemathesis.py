@@ -27,6 +27,7 @@ from tests.integration.test_serve_api import (
     create_key,
     module_database,
     operations_api,
+    serve_shut_down,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -44,7 +45,7 @@ class LiveApi:
 
 @pytest.fixture(scope="module")
 def live_api(broker: BundledBroker, template_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
-    with module_database(template_database) as url:
+    with module_database(template_database) as url, serve_shut_down():
         settings = api_settings(broker, url, tmp_path_factory.mktemp("serve-schemathesis"))
         asyncio.run(platform.prepare_storage_and_topics(settings))
         deployment = platform.deploy(settings, (), sla_monitor=False)  # the supervisor alone: /health/workers answers

@@ -15,7 +15,14 @@ from actors.triage_pool import ServeTriageBackend, start_triage_pool, stop_triag
 from pipeline.packs import load_packs
 from pipeline.settings import Settings, TriagePoolSettings, TriageSettings
 from pipeline.triage import TriageInput
-from tests.integration.helpers import demo_events, fetch, load_packs_for, publish_events, running_platform, wait_for_final
+from tests.integration.helpers import (
+    demo_events,
+    fetch,
+    load_packs_for,
+    publish_events,
+    running_platform,
+    wait_for_final,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
