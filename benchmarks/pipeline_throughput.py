@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +45,15 @@ from benchmarks.resources import ResourceSampler, busiest, process_groups, summa
 from benchmarks.services import BenchServices, asyncpg_dsn
 from cluster import platform
 from pipeline.packs import load_packs
-from pipeline.settings import STAGE_NAMES, KafkaSettings, RaySettings, Settings, StageSettings, StagesSettings
+from pipeline.settings import (
+    STAGE_NAMES,
+    KafkaSettings,
+    RaySettings,
+    Settings,
+    StageSettings,
+    StagesSettings,
+    TriageSettings,
+)
 
 log = logging.getLogger("benchmarks.pipeline_throughput")
 
@@ -90,6 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="embedded only: turn on track_commit_timestamp to also measure commit-time latencies")
     parser.add_argument("--statement-stats", action="store_true",
                         help="embedded only: load pg_stat_statements and report the costliest statements")
+    parser.add_argument("--triage-backend", choices=["rules", "embedded", "openai"], default="rules",
+                        help="triage backend (default rules: the throughput bar is set with rules triage)")
     parser.add_argument("--no-sla-monitor", action="store_true", help="do not start the SLA monitor actor")
     parser.add_argument("--warmup", type=int, default=500, help="exceptions published and drained before measuring (default 500)")
     parser.add_argument("--drain-timeout", type=float, default=120, help="seconds to wait after publishing (default 120)")
@@ -99,6 +110,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-top", type=int, default=3, help="how many of the busiest actors to profile (default 3)")
     parser.add_argument("--wait-quiet", type=float, default=300,
                         help="wait up to this long for the machine to be idle before starting (default 300 s)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="add this to the scheduling niceness of the run and everything it starts (negative needs "
+                        "root): on a shared machine, -10 keeps other users' jobs from eating the measurement")
+    parser.add_argument("--ray-worker-niceness", type=int, default=None,
+                        help="RAY_worker_niceness: Ray adds 15 to the niceness of its workers (every actor) by default, "
+                        "so on a busy machine they yield to everything else; 0 keeps them level with the driver, "
+                        "the broker and PostgreSQL")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep /tmp/sentinai-bench-* (logs, data) afterwards")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
@@ -128,6 +146,7 @@ def build_settings(args: argparse.Namespace, bootstrap: str, database_url: str, 
         database={"url": SecretStr(database_url), "pool_size": args.db_pool_size},  # type: ignore[arg-type]
         stages=StagesSettings(**stages),
         ray=RaySettings(namespace=f"bench{run_id}", include_dashboard=False, num_cpus=args.ray_cpus, object_store_memory_mb=256),
+        triage=TriageSettings(backend=args.triage_backend),
     )
 
 
@@ -137,13 +156,13 @@ def config_summary(args: argparse.Namespace, settings: Settings) -> dict[str, An
         "rate": args.rate, "duration_s": args.duration, "partitions": args.partitions, "linger_ms": args.linger_ms,
         "fetch_timeout_ms": args.fetch_timeout_ms, "max_poll_records": args.max_poll_records, "ray_cpus": args.ray_cpus,
         "db_pool_size": args.db_pool_size, "database": "system" if args.database_url else "embedded",
-        "sla_monitor": not args.no_sla_monitor, "warmup": args.warmup, "seed": args.seed, "stages": stages,
+        "sla_monitor": not args.no_sla_monitor, "triage_backend": settings.triage.backend, "warmup": args.warmup, "seed": args.seed, "stages": stages,
     }
 
 
 def _short_config(config: dict[str, Any]) -> str:
     stages = config["stages"]
-    parts = [f"partitions={config['partitions']}", f"linger={config['linger_ms']}ms", f"db={config['database']}",
+    parts = [f"triage={config['triage_backend']}", f"partitions={config['partitions']}", f"linger={config['linger_ms']}ms", f"db={config['database']}",
              f"ray_cpus={config['ray_cpus']}"]
     for key, label in (("concurrency", "pools"), ("consumers", "consumers"), ("max_batch_events", "batch"),
                        ("max_in_flight_batches", "in_flight")):
@@ -184,6 +203,9 @@ def _actor_pids(deployment: platform.Deployment) -> dict[int, str]:
         names[int(ray.get(handle.ping.remote(), timeout=30))] = f"StageConsumerActor:{stage}#{index}"
     if deployment.sla_monitor is not None:
         names[int(ray.get(deployment.sla_monitor.stats.remote(), timeout=30)["pid"])] = "SlaMonitorActor"
+    supervisor = getattr(deployment, "supervisor", None)
+    if supervisor is not None:
+        names[int(ray.get(supervisor.ping.remote(), timeout=30))] = "SupervisorActor"
     return names
 
 
@@ -199,11 +221,10 @@ def _on_term(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, before_start: dict[str, Any]) -> dict[str, Any]:
     for variable in [*_FOREIGN_ENV, *(key for key in os.environ if key.startswith("SENTINAI_"))]:
         if os.environ.pop(variable, None) is not None:
             log.warning("ignoring %s from the environment: the benchmark configures its own services", variable)
-    before_start = wait_until_quiet(args.wait_quiet)
     run_id = uuid.uuid4().hex[:8]
     run_dir = Path(tempfile.mkdtemp(prefix=f"sentinai-bench-{run_id}-", dir="/tmp"))
     services = BenchServices(run_dir)
@@ -337,6 +358,18 @@ def _reap_children(timeout_s: float) -> list[str]:
     return killed
 
 
+def source_version() -> dict[str, Any]:
+    """The commit measured and how many tracked files differed from it (read-only git calls)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+                                 cwd=root, capture_output=True, text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": commit, "modified_tracked_files": [line[3:] for line in changed]}
+
+
 def machine() -> dict[str, Any]:
     memory = psutil.virtual_memory()
     return {"cores": psutil.cpu_count(), "cpu": _cpu_model(),
@@ -358,15 +391,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    bound_s = int(args.setup_timeout + 2 * args.drain_timeout + 3 * args.duration + 300)
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGTERM, _on_term)
+    if args.nice:
+        os.nice(args.nice)
+    if args.ray_worker_niceness is not None:
+        os.environ["RAY_worker_niceness"] = str(args.ray_worker_niceness)
+    before_start = wait_until_quiet(args.wait_quiet)
+    # Setup (twice: the warm-up waits as long as the drain), publishing, drain, teardown.
+    bound_s = int(2 * args.setup_timeout + 2 * args.drain_timeout + args.duration + 240)
     signal.alarm(bound_s)
+    source = source_version()
     try:
-        result = run(args)
+        result = run(args, before_start)
     finally:
         signal.alarm(0)
     result["machine"] = machine()
+    result["source"] = source
+    result["niceness"] = {"driver": os.nice(0), "ray_workers_added": int(os.environ.get("RAY_worker_niceness", "15"))}
     result["command"] = "python -m benchmarks.pipeline_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{result['name']}.json"

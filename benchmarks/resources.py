@@ -2,8 +2,8 @@
 
 Processes are grouped by what they are: the broker, PostgreSQL (the postmaster and all its
 backends), each Ray actor (by class, stage and index, from the PIDs its `ping` returns), Ray's core
-processes (gcs_server, raylet; everything else Ray started under the driver is `ray:other`: idle
-workers, agents, log monitor), and the driver (publisher, sampler). CPU is in percent of one core
+processes (gcs_server, raylet, and every other process Ray started under the driver, named by the
+title Ray gives it, e.g. `ray:IDLE` for idle workers, or by its script, e.g. `ray:log_monitor`), and the driver (publisher, sampler). CPU is in percent of one core
 (the machine has `psutil.cpu_count()` cores, so 200 % is a saturated 2-core machine); `other` is
 the machine's busy time not accounted to any group (other users of the machine, the kernel).
 RSS is summed over a group's processes, so PostgreSQL's shared buffers count once per backend
@@ -50,12 +50,28 @@ def process_groups(*, driver_pid: int, actor_pids: dict[int, str], broker_pid: i
         if child.pid in claimed:
             continue
         try:
-            name = child.name()
+            group = _ray_process_group(child)
         except psutil.Error:
             continue
-        group = {"gcs_server": "ray:gcs_server", "raylet": "ray:raylet", "py-spy": "py-spy (profiler)"}.get(name, "ray:other")
         groups.setdefault(group, []).append(child.pid)
     return groups
+
+
+def _ray_process_group(process: psutil.Process) -> str:
+    """What a process Ray started is: its core binaries by name, a worker by the title Ray gives it
+    (`ray::IDLE`, `ray::ServeReplica:...`, `ray::DashboardAgent`), Ray's Python services by script."""
+    name = process.name()
+    if name in ("gcs_server", "raylet"):
+        return f"ray:{name}"
+    if name == "py-spy":
+        return "py-spy (profiler)"
+    command = process.cmdline()
+    if command and command[0].startswith("ray::"):
+        return "ray:" + command[0][5:].split(".", 1)[0].split(" ", 1)[0]
+    for part in command[1:3]:
+        if part.endswith(".py"):
+            return "ray:" + part.rsplit("/", 1)[-1][:-3]
+    return "ray:other"
 
 
 @dataclass
