@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,13 +97,37 @@ def connect_ray(settings: Settings) -> None:
         return
     if settings.ray.address:
         ray.init(address=settings.ray.address, namespace=settings.ray.namespace)
-    else:
+        return
+    with _own_process_group():
         ray.init(
             namespace=settings.ray.namespace,
             num_cpus=settings.ray.num_cpus,
             include_dashboard=settings.ray.include_dashboard,
             object_store_memory=settings.ray.object_store_memory_mb * 1024 * 1024,
         )
+
+
+@contextmanager
+def _own_process_group() -> Iterator[None]:
+    """Start the local Ray's processes (GCS, raylet, workers) outside our process group.
+
+    Ctrl-C in a terminal, `timeout` and some supervisors signal the whole process group: the local
+    Ray would die with the signal, before `sentinai up` could drain its consumers. Its processes are
+    born in a group of their own instead; we return to the caller's group, so the signal still
+    reaches `sentinai up`, which then stops the platform and Ray in order. Where the group cannot be
+    changed (a session leader), Ray starts in ours.
+    """
+    try:
+        original = os.getpgrp()
+        os.setpgid(0, 0)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with suppress(OSError):
+            os.setpgid(0, original)
 
 
 __all__ = [
