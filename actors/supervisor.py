@@ -28,10 +28,11 @@ from actors.runtime import configure_logging, database_engine
 from pipeline.dlq import DeadLetterQueue
 from pipeline.events import utc_now
 from pipeline.kafka import ensure_topics, make_producer
+from pipeline.kafka.client import list_topics
 from pipeline.records import OutboundRecord
 from pipeline.recovery import unconsumed_events
 from pipeline.retry_scheduler import RetryScheduler
-from pipeline.routing import all_topics
+from pipeline.routing import BROKER_EPOCH_TOPIC, all_topics
 from pipeline.settings import STAGE_NAMES, Settings
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,20 @@ class SupervisorActor:
         return replaced
 
     async def recreate_lost_topics(self) -> int:
-        assert self.settings.kafka.bootstrap_servers
-        created = await ensure_topics(self.settings.kafka, self.settings.kafka.bootstrap_servers, all_topics(self.settings.kafka))
-        if created:
-            log.warning("the broker had lost topics %s (restarted without its data?): re-created them", created)
-            self.counters["topics_recreated"] += len(created)
+        """Re-create missing topics. A missing epoch topic means the broker lost its data (clients
+        re-create the stage topics by mentioning them, the epoch topic nobody mentions): then the
+        events in flight are rebuilt from the database."""
+        bootstrap = self.settings.kafka.bootstrap_servers
+        assert bootstrap
+        wanted = all_topics(self.settings.kafka)
+        present = await list_topics(bootstrap)
+        if set(wanted) <= present:
+            return 0
+        created = await ensure_topics(self.settings.kafka, bootstrap, wanted)
+        self.counters["topics_recreated"] += len(created)
+        if self.settings.kafka.topic(BROKER_EPOCH_TOPIC) not in present:
+            log.warning("the broker lost its topics (restarted without its data?): re-created %s; recovering events in "
+                        "flight", created)
             await self.recover_unconsumed()
         return len(created)
 

@@ -21,6 +21,9 @@ STAGE_INPUT_TOPICS: dict[str, str] = {
 SLA_EVENTS_TOPIC = "sentinai.sla-events"
 DLQ_TOPIC = "sentinai.dlq"
 BACKPRESSURE_TOPIC = "sentinai.backpressure"
+# Created with the others and never read or written: nothing mentions it, so the broker never
+# auto-creates it. Its absence means the broker lost its topics (the bundled broker restarted).
+BROKER_EPOCH_TOPIC = "sentinai.broker-epoch"
 
 EVENT_ROUTES: dict[EventType, tuple[str, ...]] = {
     EventType.EXCEPTION_INGESTED: ("intake",),
@@ -57,5 +60,5 @@ def topics_for(kafka: KafkaSettings, event_type: EventType) -> list[str]:
 
 def all_topics(kafka: KafkaSettings) -> list[str]:
     """Every topic the platform creates at start-up."""
-    names = [*STAGE_INPUT_TOPICS.values(), SLA_EVENTS_TOPIC, DLQ_TOPIC, BACKPRESSURE_TOPIC]
+    names = [*STAGE_INPUT_TOPICS.values(), SLA_EVENTS_TOPIC, DLQ_TOPIC, BACKPRESSURE_TOPIC, BROKER_EPOCH_TOPIC]
     return [kafka.topic(name) for name in names]

@@ -99,6 +99,18 @@ async def ensure_topics(settings: KafkaSettings, bootstrap: str, topics: Iterabl
         await admin.close()
 
 
+async def list_topics(bootstrap: str) -> set[str]:
+    """The broker's topics (a metadata request for all topics auto-creates none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentinai-admin", request_timeout_ms=15_000)
+    try:
+        await admin.start()
+        return set(await admin.list_topics())
+    except Exception as error:
+        raise classify_kafka_error(error) from error
+    finally:
+        await admin.close()
+
+
 async def topic_partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentinai-admin", request_timeout_ms=15_000)
     try:

@@ -58,7 +58,7 @@ def test_topics_for_with_a_prefix(event_type: EventType, topics: list[str]) -> N
 
 def test_all_topics_are_prefixed_and_distinct() -> None:
     topics = all_topics(PREFIXED)
-    assert len(topics) == len(set(topics)) == 9
+    assert len(topics) == len(set(topics)) == 10
     assert all(topic.startswith("t1.") for topic in topics)
     assert {"t1.exceptions", "t1.sentinai.dlq", "t1.sentinai.sla-events", "t1.sentinai.backpressure"} <= set(
         topics
