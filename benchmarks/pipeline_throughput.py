@@ -41,7 +41,7 @@ from benchmarks import profiling
 from benchmarks.measure import collect, statement_stats, wait_until_done
 from benchmarks.publisher import prepare_events, publish_paced
 from benchmarks.report import analyse, markdown
-from benchmarks.resources import ResourceSampler, busiest, process_groups, summarise
+from benchmarks.resources import AutogroupBoost, ResourceSampler, busiest, process_groups, summarise
 from benchmarks.services import BenchServices, asyncpg_dsn
 from cluster import platform
 from pipeline.packs import load_packs
@@ -111,8 +111,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wait-quiet", type=float, default=300,
                         help="wait up to this long for the machine to be idle before starting (default 300 s)")
     parser.add_argument("--nice", type=int, default=0,
-                        help="add this to the scheduling niceness of the run and everything it starts (negative needs "
-                        "root): on a shared machine, -10 keeps other users' jobs from eating the measurement")
+                        help="add this to the niceness of the run and everything it starts, and set it as the autogroup "
+                        "niceness of every session the run's processes live in (negative needs root): on a shared "
+                        "machine, -10 keeps other users' jobs from eating the measurement")
     parser.add_argument("--ray-worker-niceness", type=int, default=None,
                         help="RAY_worker_niceness: Ray adds 15 to the niceness of its workers (every actor) by default, "
                         "so on a busy machine they yield to everything else; 0 keeps them level with the driver, "
@@ -229,6 +230,7 @@ def run(args: argparse.Namespace, before_start: dict[str, Any]) -> dict[str, Any
     run_dir = Path(tempfile.mkdtemp(prefix=f"sentinai-bench-{run_id}-", dir="/tmp"))
     services = BenchServices(run_dir)
     deployment = None
+    boost: AutogroupBoost | None = None
     sampler: ResourceSampler | None = None
     profiles: list[profiling.Profile] = []
     result: dict[str, Any] = {"run_dir": str(run_dir), "machine_before_start": before_start}
@@ -250,8 +252,12 @@ def run(args: argparse.Namespace, before_start: dict[str, Any]) -> dict[str, Any
         actor_pids = _actor_pids(deployment)
         postmaster_pid = services.postmaster_pid()
         broker_pid = services.broker.pid if services.broker else None
+        if args.nice:
+            # The machine's PostgreSQL is not ours to reprioritise (other users share it).
+            boost = AutogroupBoost(args.nice, exclude_groups=frozenset({"postgres"} if args.database_url else ()))
         sampler = ResourceSampler(lambda: process_groups(driver_pid=os.getpid(), actor_pids=actor_pids,
-                                                         broker_pid=broker_pid, postmaster_pid=postmaster_pid))
+                                                         broker_pid=broker_pid, postmaster_pid=postmaster_pid),
+                                  each_sample=boost)
         sampler.start()
 
         packs = load_packs(settings.pack_dir)
@@ -301,10 +307,14 @@ def run(args: argparse.Namespace, before_start: dict[str, Any]) -> dict[str, Any
         }
         if services.statement_stats:
             result["postgres_statements"] = asyncio.run(statement_stats(dsn))
+        if boost is not None:
+            result["autogroup_boost"] = {"nice": boost.nice, "sessions": len(boost.sessions), "failures": boost.failures}
         result["notes"] = services.notes
     finally:
         if sampler is not None:
             sampler.stop()
+        if boost is not None:
+            boost.restore()
         profiling.stop(profiles)
         if deployment is not None:
             try:

@@ -90,6 +90,7 @@ class ResourceSampler:
 
     groups: Callable[[], Groups]
     interval_s: float = 1.0
+    each_sample: Callable[[Groups], None] | None = None
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -111,6 +112,8 @@ class ResourceSampler:
         while not self._stop.wait(self.interval_s):
             try:
                 groups = self.groups()
+                if self.each_sample is not None:
+                    self.each_sample(groups)
             except Exception:  # noqa: BLE001 - a failed lookup skips one sample, never the run
                 continue
             now = time.monotonic()
@@ -145,6 +148,50 @@ class ResourceSampler:
         if previous is None:
             return 0.0, rss  # first sight: no interval yet
         return 100.0 * (seconds - previous[0]) / max(1e-6, now - previous[1]), rss
+
+
+class AutogroupBoost:
+    """Give the run's processes scheduling priority on a shared machine.
+
+    With `kernel.sched_autogroup_enabled`, CFS first shares the CPU fairly between *sessions*
+    (autogroups), and a process's nice value only counts inside its own session: `nice -n -10` on
+    the benchmark does not stop another user's compile in another session from taking half the
+    machine, and the broker (started in its own session) gets as much CPU as all of Ray. Writing a
+    nice value to /proc/<pid>/autogroup sets it for that process's whole session; this does it once
+    for every session that holds one of the run's processes (needs root for negative values)."""
+
+    def __init__(self, nice: int, *, exclude_groups: frozenset[str] = frozenset()) -> None:
+        self.nice = nice
+        self.exclude_groups = exclude_groups  # processes this run did not start (the machine's PostgreSQL)
+        self.sessions: dict[str, tuple[int, str]] = {}  # session -> (a pid in it, its nice before)
+        self.failures: list[str] = []
+
+    def __call__(self, groups: Groups) -> None:
+        for name, pids in groups.items():
+            if name in self.exclude_groups:
+                continue
+            for pid in pids:
+                path = f"/proc/{pid}/autogroup"
+                try:
+                    with open(path) as handle:
+                        session, _, before = handle.read().split()
+                    if session in self.sessions:
+                        continue
+                    with open(path, "w") as handle:
+                        handle.write(str(self.nice))
+                    self.sessions[session] = (pid, before)
+                except (OSError, ValueError) as error:
+                    if len(self.failures) < 5:
+                        self.failures.append(f"{path}: {error}")
+
+    def restore(self) -> None:
+        """Put back the niceness of every session still alive (most end with the run)."""
+        for pid, before in self.sessions.values():
+            try:
+                with open(f"/proc/{pid}/autogroup", "w") as handle:
+                    handle.write(before)
+            except OSError:
+                continue
 
 
 def _machine_shares(before: Any, after: Any) -> tuple[float, float, float]:

@@ -92,6 +92,11 @@ class OpenAIBackend:
     - `breaker`: counts consecutive failed calls; while open, items fail at once without HTTP.
     - `client`: an httpx client to use (tests, shared pools); otherwise one is created and closed
       by `close()`.
+    - `max_tokens`: room for the longest schema-valid answer: a 300-character rationale can take
+      ~300 tokens when it is all digits and codes, and a cut-off answer is invalid JSON.
+
+    A server that answers one request at a time (llama-cpp-python) queues the others, and the
+    queueing counts against `timeout_s`: give it `max_concurrency=1` or a timeout that covers it.
 
     Thread-safe. Every failure of an item (transport, HTTP status, timeout, invalid answer, open
     circuit) counts against the breaker and is never turned into a guess."""
@@ -109,7 +114,7 @@ class OpenAIBackend:
         max_concurrency: int,
         breaker: CircuitBreaker,
         client: httpx.Client | None = None,
-        max_tokens: int = 200,
+        max_tokens: int = 400,
         temperature: float = 0.0,
     ) -> None:
         if response_format not in ("json_schema", "json_object"):
