@@ -119,5 +119,15 @@ def expected_outcome(packs: PackRegistry, event: EventEnvelope) -> Expected:
     )
 
 
+def wait_until(condition: Any, timeout_s: float, interval_s: float = 0.2) -> None:
+    """Poll `condition()` until it is true; fail the test after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
 def load_packs_for(settings: Settings) -> PackRegistry:
     return load_packs(settings.pack_dir)

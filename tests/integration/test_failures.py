@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from tests.integration.helpers import (
     publish_events,
     running_platform,
     wait_for_final,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -73,7 +73,7 @@ def test_permanent_failure_is_dead_lettered_then_replayed_once_fixed(settings: S
         settings = _fault_settings(settings, tmp_path, port, max_retries=2, base_delay_s=0.2)
         with running_platform(settings):
             publish_events(settings, _remote_events(settings, 3))
-            _wait_for(lambda: fetch(settings, "SELECT count(*) AS n FROM dead_letter_queue")[0]["n"] == 3, 60)
+            wait_until(lambda: fetch(settings, "SELECT count(*) AS n FROM dead_letter_queue")[0]["n"] == 3, 60)
 
             entries = fetch(settings, "SELECT tenant_id, worker_type, error_type, retry_count FROM dead_letter_queue")
             assert {tuple(row) for row in entries} == {("FAULT_TENANT", "tool", "tool_unavailable", 2)}
@@ -115,7 +115,7 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows(setting
             asyncio.run(_produce_raw(settings, [good[i].to_bytes() for i in range(10)] + list(bad_records.values())
                                      + [bad_tool_input.to_bytes()] + [good[i].to_bytes() for i in range(10, 20)]))
             wait_for_final(settings, expected=20, timeout_s=90)
-            _wait_for(lambda: fetch(settings, "SELECT count(*) AS n FROM dead_letter_queue")[0]["n"] == 8, 30)
+            wait_until(lambda: fetch(settings, "SELECT count(*) AS n FROM dead_letter_queue")[0]["n"] == 8, 30)
 
     counts = {row["status"]: row["n"] for row in fetch(settings, "SELECT status, count(*) AS n FROM exceptions GROUP BY 1")}
     # The exception whose tool input is bad waits, in progress, for a fix and a replay.
@@ -146,16 +146,16 @@ def test_pending_retries_survive_sigkill_of_supervisor_consumer_and_stage_actor(
         with running_platform(settings) as deployment:
             # 1. The supervisor dies while retries are pending: it comes back and runs them on time.
             publish_events(settings, events[:10])
-            _wait_for(lambda: _count_tool(settings, "retrying") == 10, 60)
+            wait_until(lambda: _count_tool(settings, "retrying") == 10, 60)
             supervisor_pid = ray.get(deployment.supervisor.ping.remote())
             os.kill(supervisor_pid, signal.SIGKILL)
-            _wait_for(lambda: _count_tool(settings, "completed") == 10, 60)
+            wait_until(lambda: _count_tool(settings, "completed") == 10, 60)
             assert _pid_of(deployment.supervisor) not in (None, supervisor_pid)
             supervised = {key: list(calls) for key, calls in behaviour.calls.items()}
 
             # 2. The tool stage's consumer and pool actor die while retries are pending.
             publish_events(settings, events[10:])
-            _wait_for(lambda: _count_tool(settings, "retrying") == 10, 60)
+            wait_until(lambda: _count_tool(settings, "retrying") == 10, 60)
             pids = {ray.get(deployment.consumer("tool").ping.remote()),
                     ray.get(deployment.pool("tool").ping.remote())}
             for pid in pids:
@@ -212,14 +212,6 @@ async def _produce_raw(settings: Settings, values: list) -> None:  # type: ignor
         await producer.stop()
 
 
-def _wait_for(condition, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout_s}s")
-
 
 
 def test_supervisor_recreates_an_actor_that_is_gone_for_good(settings: Settings) -> None:
@@ -231,7 +223,7 @@ def test_supervisor_recreates_an_actor_that_is_gone_for_good(settings: Settings)
         pool = deployment.pool("policy")
         old_pid = ray.get(pool.ping.remote())
         ray.kill(pool, no_restart=True)  # Ray will not restart this one: the supervisor must
-        _wait_for(lambda: _named_actor_pid(pool_actor_name("policy", 0), settings.ray.namespace) not in (None, old_pid), 30)
+        wait_until(lambda: _named_actor_pid(pool_actor_name("policy", 0), settings.ray.namespace) not in (None, old_pid), 30)
         publish_events(settings, events)
         counts = wait_for_final(settings, expected=40, timeout_s=90)
         health = ray.get(deployment.supervisor.health.remote())

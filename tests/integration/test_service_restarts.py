@@ -22,6 +22,7 @@ from tests.integration.helpers import (
     publish_events,
     running_platform,
     wait_for_final,
+    wait_until,
 )
 from tests.integration.test_pipeline import _assert_effects_exactly_once
 
@@ -37,7 +38,7 @@ def test_postgres_restart_mid_run_loses_and_duplicates_nothing(broker: BundledBr
         events = demo_events(load_packs_for(settings), count=300, seed=11)
         with running_platform(settings):
             publish_events(settings, events)
-            _wait_until(lambda: _processed(settings) >= 100, 60)
+            wait_until(lambda: _processed(settings) >= 100, 60)
             postgres.stop()
             time.sleep(3)  # workers hit a dead database and back off
             postgres.start()
@@ -56,10 +57,10 @@ def test_bundled_broker_restart_recreates_topics_and_consumers_start_cleanly(dat
         with running_platform(settings):
             publish_events(settings, events[:150])
             # Every exception reached intake (it is in PostgreSQL); most are still between stages.
-            _wait_until(lambda: _processed_by(settings, "intake") == 150, 60)
+            wait_until(lambda: _processed_by(settings, "intake") == 150, 60)
 
             own_broker.restart()  # memory store: every topic, message, group and offset is gone
-            _wait_until(lambda: set(all_topics(settings.kafka)) <= asyncio.run(_topics(settings)), 30)
+            wait_until(lambda: set(all_topics(settings.kafka)) <= asyncio.run(_topics(settings)), 30)
             # What was between stages is re-published from event_log: nothing is lost.
             wait_for_final(settings, expected=150, timeout_s=120)
 
@@ -95,12 +96,3 @@ def _processed_by(settings: Settings, stage: str) -> int:
 
 def _processed(settings: Settings) -> int:
     return fetch(settings, "SELECT count(*) AS n FROM event_processing_log")[0]["n"]
-
-
-def _wait_until(condition, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout_s}s")
