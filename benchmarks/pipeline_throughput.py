@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,14 +158,15 @@ def config_summary(args: argparse.Namespace, settings: Settings) -> dict[str, An
         "rate": args.rate, "duration_s": args.duration, "partitions": args.partitions, "linger_ms": args.linger_ms,
         "fetch_timeout_ms": args.fetch_timeout_ms, "max_poll_records": args.max_poll_records, "ray_cpus": args.ray_cpus,
         "db_pool_size": args.db_pool_size, "database": "system" if args.database_url else "embedded",
-        "sla_monitor": not args.no_sla_monitor, "triage_backend": settings.triage.backend, "warmup": args.warmup, "seed": args.seed, "stages": stages,
+        "sla_monitor": not args.no_sla_monitor, "triage_backend": settings.triage.backend, "warmup": args.warmup,
+        "seed": args.seed, "stages": stages,
     }
 
 
 def _short_config(config: dict[str, Any]) -> str:
     stages = config["stages"]
-    parts = [f"triage={config['triage_backend']}", f"partitions={config['partitions']}", f"linger={config['linger_ms']}ms", f"db={config['database']}",
-             f"ray_cpus={config['ray_cpus']}"]
+    parts = [f"triage={config['triage_backend']}", f"partitions={config['partitions']}", f"linger={config['linger_ms']}ms",
+             f"fetch={config['fetch_timeout_ms']}ms", f"db={config['database']}", f"ray_cpus={config['ray_cpus']}"]
     for key, label in (("concurrency", "pools"), ("consumers", "consumers"), ("max_batch_events", "batch"),
                        ("max_in_flight_batches", "in_flight")):
         values = {stage: entry[key] for stage, entry in stages.items()}
@@ -222,46 +224,104 @@ def _on_term(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@dataclass
+class _Started:
+    """What a run has started so far: `teardown` stops all of it, whatever happened in between."""
+
+    services: BenchServices
+    run_dir: Path
+    deployment: platform.Deployment | None = None
+    sampler: ResourceSampler | None = None
+    boost: AutogroupBoost | None = None
+    profiles: list[profiling.Profile] = field(default_factory=list)
+
+    def teardown(self, keep_run_dir: bool) -> dict[str, Any]:
+        if self.sampler is not None:
+            self.sampler.stop()
+        if self.boost is not None:
+            self.boost.restore()
+        profiling.stop(self.profiles)
+        if self.deployment is not None:
+            try:
+                self.deployment.stop(grace_s=10)
+            except Exception as error:  # noqa: BLE001 - teardown goes on
+                log.warning("deployment.stop: %s", error)
+        failures = self.services.stop()
+        for failure in failures:
+            log.warning("teardown: %s", failure)
+        leftovers = _reap_children(timeout_s=20)
+        if not keep_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        return {"teardown_failures": failures, "leftover_processes": leftovers}
+
+
+def _start_platform(args: argparse.Namespace, started: _Started, run_id: str, result: dict[str, Any]) -> Settings:
+    """Broker, PostgreSQL, schema, topics, Ray and every stage's actors, consuming."""
+    services = started.services
+    bootstrap = services.start_broker()
+    database_url = services.start_database(args.database_url, commit_timestamps=args.commit_timestamps,
+                                           statement_stats=args.statement_stats)
+    settings = build_settings(args, bootstrap, database_url, started.run_dir, run_id)
+    config = config_summary(args, settings)
+    result.update(name=args.name or f"rate{int(args.rate)}-{int(args.duration)}s-{config['database']}",
+                  config=config, config_summary=_short_config(config))
+    asyncio.run(platform.prepare_storage_and_topics(settings))
+    services.start_ray(namespace=settings.ray.namespace, num_cpus=args.ray_cpus, object_store_mb=256)
+    began = time.monotonic()
+    started.deployment = platform.deploy(settings, sla_monitor=not args.no_sla_monitor)
+    platform.wait_until_consuming(started.deployment, timeout_s=args.setup_timeout)
+    log.info("platform consuming after %.1f s", time.monotonic() - began)
+    return settings
+
+
+def _start_sampling(args: argparse.Namespace, started: _Started) -> dict[int, str]:
+    """Resource sampling (and, with --nice, session priority) of every process of the run."""
+    assert started.deployment is not None
+    actor_pids = _actor_pids(started.deployment)
+    postmaster_pid = started.services.postmaster_pid()
+    broker_pid = started.services.broker.pid if started.services.broker else None
+    if args.nice:
+        # The machine's PostgreSQL is not ours to reprioritise (other users share it).
+        started.boost = AutogroupBoost(args.nice, exclude_groups=frozenset({"postgres"} if args.database_url else ()))
+    started.sampler = ResourceSampler(
+        lambda: process_groups(driver_pid=os.getpid(), actor_pids=actor_pids, broker_pid=broker_pid,
+                               postmaster_pid=postmaster_pid),
+        each_sample=started.boost,
+    )
+    started.sampler.start()
+    return actor_pids
+
+
+def _schedule_profiles(args: argparse.Namespace, started: _Started, actor_pids: dict[int, str], name: str) -> threading.Timer:
+    """py-spy the busiest actors (by CPU over the last 5 s) from the middle of the publishing window."""
+    def profile_busiest() -> None:
+        assert started.sampler is not None
+        by_label = {label: pid for pid, label in actor_pids.items()}
+        top = busiest(started.sampler.samples, 5, among=lambda label: label in by_label)[: args.profile_top]
+        started.profiles.extend(profiling.start([(label, by_label[label]) for label, _ in top],
+                                                duration_s=args.profile_seconds, out_dir=RESULTS_DIR / f"{name}.pyspy"))
+
+    timer = threading.Timer(max(5.0, args.duration / 2 - args.profile_seconds / 2), profile_busiest)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def run(args: argparse.Namespace, before_start: dict[str, Any]) -> dict[str, Any]:
     for variable in [*_FOREIGN_ENV, *(key for key in os.environ if key.startswith("SENTINAI_"))]:
         if os.environ.pop(variable, None) is not None:
             log.warning("ignoring %s from the environment: the benchmark configures its own services", variable)
     run_id = uuid.uuid4().hex[:8]
     run_dir = Path(tempfile.mkdtemp(prefix=f"sentinai-bench-{run_id}-", dir="/tmp"))
-    services = BenchServices(run_dir)
-    deployment = None
-    boost: AutogroupBoost | None = None
-    sampler: ResourceSampler | None = None
-    profiles: list[profiling.Profile] = []
+    started = _Started(BenchServices(run_dir), run_dir)
     result: dict[str, Any] = {"run_dir": str(run_dir), "machine_before_start": before_start}
     log.info("run directory %s", run_dir)
     try:
-        bootstrap = services.start_broker()
-        database_url = services.start_database(args.database_url, commit_timestamps=args.commit_timestamps,
-                                               statement_stats=args.statement_stats)
-        settings = build_settings(args, bootstrap, database_url, run_dir, run_id)
-        config = config_summary(args, settings)
-        name = args.name or (f"rate{int(args.rate)}-{int(args.duration)}s-{config['database']}")
-        result.update(name=name, config=config, config_summary=_short_config(config))
-        asyncio.run(platform.prepare_storage_and_topics(settings))
-        services.start_ray(namespace=settings.ray.namespace, num_cpus=args.ray_cpus, object_store_mb=256)
-        started = time.monotonic()
-        deployment = platform.deploy(settings, sla_monitor=not args.no_sla_monitor)
-        platform.wait_until_consuming(deployment, timeout_s=args.setup_timeout)
-        log.info("platform consuming after %.1f s", time.monotonic() - started)
-        actor_pids = _actor_pids(deployment)
-        postmaster_pid = services.postmaster_pid()
-        broker_pid = services.broker.pid if services.broker else None
-        if args.nice:
-            # The machine's PostgreSQL is not ours to reprioritise (other users share it).
-            boost = AutogroupBoost(args.nice, exclude_groups=frozenset({"postgres"} if args.database_url else ()))
-        sampler = ResourceSampler(lambda: process_groups(driver_pid=os.getpid(), actor_pids=actor_pids,
-                                                         broker_pid=broker_pid, postmaster_pid=postmaster_pid),
-                                  each_sample=boost)
-        sampler.start()
-
+        settings = _start_platform(args, started, run_id, result)
+        actor_pids = _start_sampling(args, started)
+        assert started.deployment is not None and started.sampler is not None and settings.database.url is not None
         packs = load_packs(settings.pack_dir)
-        dsn = asyncpg_dsn(database_url)
+        dsn = asyncpg_dsn(settings.database.url.get_secret_value())
         if args.warmup:
             warmup = prepare_events(packs, args.warmup, seed=args.seed + 1, source="benchmark-warmup")
             asyncio.run(publish_paced(settings, warmup, rate_per_s=min(args.rate, 500)))
@@ -270,18 +330,9 @@ def run(args: argparse.Namespace, before_start: dict[str, Any]) -> dict[str, Any
         count = int(args.rate * args.duration)
         log.info("generating %d exceptions", count)
         events = prepare_events(packs, count, seed=args.seed)
-        before = _consumer_totals(deployment.stats())
+        before = _consumer_totals(started.deployment.stats())
+        timer = _schedule_profiles(args, started, actor_pids, result["name"]) if args.profile_seconds else None
 
-        timer = None
-        if args.profile_seconds:
-            def profile_busiest() -> None:
-                by_name = {label: pid for pid, label in actor_pids.items()}
-                top = busiest(sampler.samples, 5, among=lambda label: label in by_name)[: args.profile_top]  # type: ignore[union-attr]
-                profiles.extend(profiling.start([(label, by_name[label]) for label, _ in top],
-                                                duration_s=args.profile_seconds, out_dir=RESULTS_DIR / f"{name}.pyspy"))
-            timer = threading.Timer(max(5.0, args.duration / 2 - args.profile_seconds / 2), profile_busiest)
-            timer.daemon = True
-            timer.start()
         log.info("publishing %d exceptions at %.0f/s for %.0f s", count, args.rate, args.duration)
         outcome = asyncio.run(publish_paced(settings, events, rate_per_s=args.rate))
         log.info("published in %.1f s (%d failed); draining (timeout %.0f s)",
@@ -291,43 +342,27 @@ def run(args: argparse.Namespace, before_start: dict[str, Any]) -> dict[str, Any
                  drained_at - outcome.finished_at)
         if timer is not None:
             timer.cancel()
-        result["profiles"] = profiling.finish(profiles, timeout_s=args.profile_seconds + 30)
+        result["profiles"] = profiling.finish(started.profiles, timeout_s=args.profile_seconds + 30)
         time.sleep(1.5)  # one more resource sample covering the drain's end
-        sampler.stop()
-        after = _consumer_totals(deployment.stats())
-        collected = asyncio.run(collect(dsn, window_start=outcome.started_at,
-                                        window_end=outcome.started_at + args.duration,
-                                        commit_timestamps=services.commit_timestamps))
+        started.sampler.stop()
+        after = _consumer_totals(started.deployment.stats())
+        collected = asyncio.run(collect(dsn, window_start=outcome.started_at, window_end=outcome.started_at + args.duration,
+                                        commit_timestamps=started.services.commit_timestamps))
         result.update(analyse(events=events, outcome=outcome, collected=collected, rate_per_s=args.rate,
                               duration_s=args.duration))
         result["consumers"] = _consumer_delta(before, after)
         result["resources"] = {
-            "publishing": summarise(sampler.samples, outcome.started_at, outcome.started_at + args.duration),
-            "drain": summarise(sampler.samples, outcome.finished_at, drained_at + 1.5),
+            "publishing": summarise(started.sampler.samples, outcome.started_at, outcome.started_at + args.duration),
+            "drain": summarise(started.sampler.samples, outcome.finished_at, drained_at + 1.5),
         }
-        if services.statement_stats:
+        if started.services.statement_stats:
             result["postgres_statements"] = asyncio.run(statement_stats(dsn))
-        if boost is not None:
-            result["autogroup_boost"] = {"nice": boost.nice, "sessions": len(boost.sessions), "failures": boost.failures}
-        result["notes"] = services.notes
+        if started.boost is not None:
+            result["autogroup_boost"] = {"nice": started.boost.nice, "sessions": len(started.boost.sessions),
+                                         "failures": started.boost.failures}
+        result["notes"] = started.services.notes
     finally:
-        if sampler is not None:
-            sampler.stop()
-        if boost is not None:
-            boost.restore()
-        profiling.stop(profiles)
-        if deployment is not None:
-            try:
-                deployment.stop(grace_s=10)
-            except Exception as error:  # noqa: BLE001 - teardown goes on
-                log.warning("deployment.stop: %s", error)
-        failures = services.stop()
-        for failure in failures:
-            log.warning("teardown: %s", failure)
-        result["teardown_failures"] = failures
-        result["leftover_processes"] = _reap_children(timeout_s=20)
-        if not args.keep_run_dir:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        result.update(started.teardown(args.keep_run_dir))
     return result
 
 

@@ -145,7 +145,7 @@ def summary_row(result: dict[str, Any]) -> str:
     p99_commit = f" ({_fmt(commit.get('p99'))})" if commit else ""
     return (
         f"| {result['name']} | {_fmt(t['offered_per_s'])} | {_fmt(t['steady_per_s'])} | {_fmt(t['window_per_s'])} "
-        f"| {_fmt(t['events_window_per_s'])} | {result['lost']} | {result['dlq']} | {_fmt(lat['p50'])} | {_fmt(lat['p95'])} "
+        f"| {_fmt(t['events_window_per_s'])} | {_fmt(result['lost'])} | {_fmt(result['dlq'])} | {_fmt(lat['p50'])} | {_fmt(lat['p95'])} "
         f"| {_fmt(lat['p99'])}{p99_commit} | {_fmt(t['drain_after_publish_s'], 1)} | {'yes' if result['keeps_up'] else 'no'} |"
     )
 
