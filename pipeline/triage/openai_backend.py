@@ -192,9 +192,9 @@ class OpenAIBackend:
 
     def _classify_one(self, item: TriageInput) -> TriageDecision | TransientError:
         if not self.breaker.allow():
-            return ModelUnavailableError(
-                f"circuit open after repeated failures; next trial call in {self.breaker.retry_after_s():.1f} s"
-            )
+            wait_s = self.breaker.retry_after_s()
+            when = f"next trial call in {wait_s:.1f} s" if wait_s > 0 else "a trial call is in flight"
+            return ModelUnavailableError(f"circuit open after repeated failures; {when}")
         try:
             decision = self._call(item)
         except TransientError as error:
@@ -289,7 +289,7 @@ def system_prompt(domain: DomainPack) -> str:
         f"{types}\n"
         f"Use {domain.fallback_type} when no other type fits.\n"
         "Answer with one JSON object and nothing else: exception_type (one of the ids above), "
-        f"confidence (0 to 1) and rationale (one sentence, at most {RATIONALE_MAX_CHARS} characters). "
+        "confidence (0 to 1) and rationale (why, in at most 25 words). "
         f"JSON schema of the answer: {json.dumps(answer_schema(domain), separators=(',', ':'))}"
     )
 
