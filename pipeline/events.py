@@ -80,16 +80,20 @@ class EventEnvelope(BaseModel):
         now: datetime,
         metadata: dict[str, Any] | None = None,
     ) -> EventEnvelope:
-        """An output event of `stage` caused by this one, with a deterministic id."""
-        return EventEnvelope(
+        """An output event of `stage` caused by this one, with a deterministic id.
+
+        Built without re-validation: every field comes from this (valid) event, or is an id, a
+        timestamp and the stage's own payload."""
+        return EventEnvelope.model_construct(
             event_id=derived_event_id(self.event_id, stage, position),
             event_type=event_type,
             tenant_id=self.tenant_id,
             exception_id=self.exception_id,
-            timestamp=now,
+            timestamp=now if now.tzinfo is not None else now.replace(tzinfo=UTC),
             correlation_id=self.correlation_id,
             payload=payload,
             metadata={**self.metadata, **(metadata or {}), "caused_by": self.event_id, "stage": stage},
+            version=ENVELOPE_VERSION,
         )
 
     def to_bytes(self) -> bytes:
@@ -120,6 +124,17 @@ def decode_event(raw: bytes | None) -> EventEnvelope:
     """
     if raw is None:
         raise EventDecodeError("record has no value (tombstone)")
+    try:
+        # One pass in pydantic's Rust core for the common case: a valid, current-version event.
+        event = EventEnvelope.model_validate_json(raw)
+    except ValidationError:
+        return _decode_slowly(raw)  # to say precisely what is wrong
+    if event.version not in SUPPORTED_VERSIONS:
+        return _decode_slowly(raw)
+    return event
+
+
+def _decode_slowly(raw: bytes) -> EventEnvelope:
     try:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -14,10 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pipeline.storage import schema
+from pipeline.storage import bulk, schema
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
 
@@ -48,14 +47,8 @@ class BatchMetrics:
         # Sorted, so concurrent batches lock the shared counter rows in the same order (no deadlock).
         if self.counters:
             table = schema.metric_counters
-            rows = [dict(zip(("name", "worker_type", "event_type", "tenant_id", "status", "error_type"), key, strict=True),
-                         value=value) for key, value in sorted(self.counters.items())]
-            statement = insert(table)
-            statement = statement.on_conflict_do_update(
-                index_elements=["name", "worker_type", "event_type", "tenant_id", "status", "error_type"],
-                set_={"value": table.c.value + statement.excluded.value},
-            )
-            await connection.execute(statement, rows)
+            rows = [dict(zip(_COUNTER_COLUMNS, key, strict=True), value=value) for key, value in sorted(self.counters.items())]
+            await bulk.insert_rows(connection, table, rows, conflict=bulk.do_update(table, _COUNTER_COLUMNS, ("value",), increment=True))
         if self.buckets:
             merged: dict[tuple[str, str, float], list[float]] = defaultdict(lambda: [0, 0.0])
             for key, count in self.buckets.items():
@@ -63,15 +56,13 @@ class BatchMetrics:
             for (worker_type, event_type), total in self.sums.items():
                 merged[(worker_type, event_type, math.inf)][1] += total  # the sum rides on the +Inf row
             table = schema.latency_histogram
-            statement = insert(table)
-            statement = statement.on_conflict_do_update(
-                index_elements=["worker_type", "event_type", "le"],
-                set_={"count": table.c.count + statement.excluded.count,
-                      "sum_seconds": table.c.sum_seconds + statement.excluded.sum_seconds},
-            )
             rows = [{"worker_type": w, "event_type": e, "le": le, "count": int(c), "sum_seconds": total}
                     for (w, e, le), (c, total) in sorted(merged.items())]
-            await connection.execute(statement, rows)
+            conflict = bulk.do_update(table, ("worker_type", "event_type", "le"), ("count", "sum_seconds"), increment=True)
+            await bulk.insert_rows(connection, table, rows, conflict=conflict)
+
+
+_COUNTER_COLUMNS = ("name", "worker_type", "event_type", "tenant_id", "status", "error_type")
 
 
 @dataclass(frozen=True)

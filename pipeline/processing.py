@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.errors import (
@@ -49,7 +47,7 @@ from pipeline.retry import RetryPolicy
 from pipeline.routing import DLQ_TOPIC, topics_for
 from pipeline.settings import Settings
 from pipeline.stages.base import BatchState, Emission, Stage
-from pipeline.storage import schema
+from pipeline.storage import bulk, schema
 from pipeline.storage.database import classify_database_error, transaction
 from pipeline.storage.event_store import envelope_from_row, event_log_row
 from pipeline.storage.tenants import refresh_tenants
@@ -62,6 +60,9 @@ _TENANT_FORCED_REFRESH_MIN_S = 0.25
 
 # Events that enter the pipeline from outside (sources, the API): no stage has logged them yet.
 _EXTERNAL_EVENT_TYPES = frozenset({EventType.EXCEPTION_INGESTED, EventType.APPROVAL_DECIDED})
+
+# An event's processing record may be overwritten only while it is waiting for a retry.
+_STILL_RETRYING = "event_processing_log.status = 'retrying'"
 
 
 class ConcurrentProcessingError(DatabaseUnavailableError):
@@ -154,13 +155,20 @@ class BatchProcessor:
         events, rejected = self._decode(records)
         if any(item.error.error_type == "unknown_tenant" for item in rejected) and await self._refresh_tenants(force=True):
             events, rejected = self._decode(records)  # a tenant created since the last refresh
-        known = await self._load_known([event.event_id for event, _ in events])
-        fresh = [(event, record) for event, record in events if _is_due(known.get(event.event_id), record)]
-        replays = [event for event, _ in events if event.event_id in known and known[event.event_id].status == "completed"]
+        event_ids = [event.event_id for event, _ in events]
         state = BatchState(now=self.clock())
-        await self.stage.prepare([event for event, _ in fresh], state)
+        if self.stage.prepares:
+            # Slow I/O must not hold a transaction open: find what is already done first, in a short
+            # transaction of its own, so nothing is prepared (a tool run) twice.
+            async with transaction(self.engine) as connection:
+                known = await self._load_known(connection, event_ids)
+            fresh, replays = _split(events, known)
+            await self.stage.prepare([event for event, _ in fresh], state)
         try:
             async with transaction(self.engine) as connection:
+                if not self.stage.prepares:
+                    known = await self._load_known(connection, event_ids)
+                    fresh, replays = _split(events, known)
                 outcome = await self._apply(connection, fresh, rejected, known, state)
                 replayed = await self._recorded_outputs(connection, [known[e.event_id] for e in replays])
                 stats = self._stats(outcome, replays, state.now, elapsed_s=time.perf_counter() - started, count=len(records))
@@ -245,15 +253,12 @@ class BatchProcessor:
             events.append((event, record))
         return events, rejected
 
-    async def _load_known(self, event_ids: list[str]) -> dict[str, _Known]:
-        if not event_ids:
-            return {}
-        table = schema.event_processing_log
-        statement = select(table.c.event_id, table.c.status, table.c.retry_count, table.c.output_event_ids).where(
-            table.c.worker_type == self.worker_type, table.c.event_id.in_(event_ids)
+    async def _load_known(self, connection: AsyncConnection, event_ids: list[str]) -> dict[str, _Known]:
+        rows = await bulk.select_by_keys(
+            connection, schema.event_processing_log, ("worker_type", "event_id"),
+            ((self.worker_type, event_id) for event_id in event_ids),
+            columns=("event_id", "status", "retry_count", "output_event_ids"),
         )
-        async with transaction(self.engine) as connection:
-            rows = (await connection.execute(statement)).all()
         return {row.event_id: _Known(row.status, row.retry_count, list(row.output_event_ids)) for row in rows}
 
     # --- the transaction ------------------------------------------------------------------------
@@ -364,13 +369,10 @@ class BatchProcessor:
         if not rows:
             return
         table = schema.event_processing_log
-        statement = insert(table)
-        statement = statement.on_conflict_do_update(
-            constraint="uq_event_processing_event_worker",
-            set_={column: statement.excluded[column] for column in rows[0] if column not in ("event_id", "worker_type")},
-            where=table.c.status == "retrying",
-        ).returning(table.c.event_id)
-        claimed = {row.event_id for row in await connection.execute(statement, rows)}
+        columns = tuple(rows[0])
+        conflict = bulk.do_update(table, (), tuple(c for c in columns if c not in ("event_id", "worker_type")),
+                                  constraint="uq_event_processing_event_worker", where=_STILL_RETRYING)
+        claimed = {row.event_id for row in await bulk.insert_rows(connection, table, rows, conflict=conflict, returning=("event_id",))}
         lost = [row["event_id"] for row in rows if row["event_id"] not in claimed]
         if lost:
             raise ConcurrentProcessingError(f"{len(lost)} event(s) were recorded by another worker, e.g. {lost[0]}")
@@ -380,14 +382,13 @@ class BatchProcessor:
     ) -> None:
         rows = [event_log_row(event, "source") for event, _ in fresh if event.event_type in _EXTERNAL_EVENT_TYPES]
         rows += [event_log_row(event, self.worker_type) for event in outputs]
-        if rows:
-            await connection.execute(insert(schema.event_log).on_conflict_do_nothing(), rows)
+        await bulk.insert_rows(connection, schema.event_log, rows, conflict=bulk.do_nothing())
 
     async def _record_dead_letters(self, connection: AsyncConnection, rejected: list[_Rejected], now: datetime) -> None:
         if not rejected:
             return
         dlq_rows = [self._dead_letter_row(item, now) for item in rejected]
-        await connection.execute(insert(schema.dead_letter_queue).on_conflict_do_nothing(), dlq_rows)
+        await bulk.insert_rows(connection, schema.dead_letter_queue, dlq_rows, conflict=bulk.do_nothing())
         failed_rows = [
             {
                 "event_id": row["event_id"],
@@ -407,13 +408,9 @@ class BatchProcessor:
             for row in dlq_rows
         ]
         table = schema.event_processing_log
-        statement = insert(table)
-        statement = statement.on_conflict_do_update(
-            constraint="uq_event_processing_event_worker",
-            set_={key: statement.excluded[key] for key in ("status", "retry_count", "error_type", "error_message", "last_attempt_at")},
-            where=table.c.status == "retrying",
-        )
-        await connection.execute(statement, failed_rows)
+        conflict = bulk.do_update(table, (), ("status", "retry_count", "error_type", "error_message", "last_attempt_at"),
+                                  constraint="uq_event_processing_event_worker", where=_STILL_RETRYING)
+        await bulk.insert_rows(connection, table, failed_rows, conflict=conflict)
 
     def _dead_letter_row(self, item: _Rejected, now: datetime) -> dict[str, Any]:
         record, event = item.record, item.event
@@ -441,8 +438,7 @@ class BatchProcessor:
         ids = [event_id for entry in known for event_id in entry.output_event_ids]
         if not ids:
             return []
-        table = schema.event_log
-        rows = (await connection.execute(select(table).where(table.c.event_id.in_(ids)))).all()
+        rows = await bulk.select_by_keys(connection, schema.event_log, ("event_id",), ((event_id,) for event_id in ids))
         by_id = {row.event_id: row for row in rows}
         return [envelope_from_row(by_id[event_id]) for event_id in ids if event_id in by_id]
 
@@ -483,6 +479,15 @@ class _Outcome:
 
 
 RETRY_ATTEMPT_HEADER = "x-sentinai-retry-attempt"
+
+
+def _split(
+    events: list[tuple[EventEnvelope, InboundRecord]], known: dict[str, _Known]
+) -> tuple[list[tuple[EventEnvelope, InboundRecord]], list[EventEnvelope]]:
+    """The events to process now, and the completed ones whose recorded outputs are re-published."""
+    fresh = [(event, record) for event, record in events if _is_due(known.get(event.event_id), record)]
+    replays = [event for event, _ in events if event.event_id in known and known[event.event_id].status == "completed"]
+    return fresh, replays
 
 
 def _is_due(known: _Known | None, record: InboundRecord) -> bool:

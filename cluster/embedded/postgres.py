@@ -27,6 +27,10 @@ import psutil
 from pipeline.errors import ConfigurationError
 
 DEFAULT_DATABASE = "sentinai"
+# Settings of a server the platform owns. The tables every batch writes grow by thousands of rows a
+# second: autovacuum must refresh their statistics within seconds (see migration 0005), not a minute.
+_SERVER_SETTINGS = {"autovacuum_naptime": "5s"}
+
 _SUPERUSER = "postgres"
 _DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _LOG_TAIL_LINES = 40
@@ -95,6 +99,7 @@ class EmbeddedPostgres:
                 if attempt == _START_ATTEMPTS:
                     raise
             if self.is_running():
+                self._apply_server_settings()
                 return self.create_database(DEFAULT_DATABASE)
             time.sleep(0.2)
         raise ConfigurationError(
@@ -250,6 +255,15 @@ class EmbeddedPostgres:
 
     def _database_exists(self, name: str) -> bool:
         return self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == "1"
+
+    def _apply_server_settings(self) -> None:
+        changed = False
+        for name, value in _SERVER_SETTINGS.items():
+            if self._psql(f"SHOW {name}") != value:
+                self._psql(f"ALTER SYSTEM SET {name} = '{value}'")
+                changed = True
+        if changed:
+            self._psql("SELECT pg_reload_conf()")
 
     def _psql(self, sql: str) -> str:
         """Run one statement as the superuser over the socket; return its unaligned output."""

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Table, and_, bindparam, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.errors import UnexpectedEventError
 from pipeline.events import EventEnvelope, EventType
 from pipeline.packs import PackRegistry
 from pipeline.settings import Settings
-from pipeline.storage import schema
+from pipeline.storage import bulk, schema
 
 ExceptionKey = tuple[str, str]
 
@@ -126,74 +125,62 @@ class BatchState:
         self._inserts[table.name].append(row)
 
     async def flush(self, connection: AsyncConnection) -> None:
+        """Write the batch's changes: one statement per table and kind of change."""
         await self._flush_new_exceptions(connection)
         await self._flush_exception_updates(connection)
         await self._flush_playbook_runs(connection)
         for table_name, rows in self._inserts.items():
-            table = schema.metadata.tables[table_name]
-            await connection.execute(insert(table).on_conflict_do_nothing(), rows)
+            await bulk.insert_rows(connection, schema.metadata.tables[table_name], rows, conflict=bulk.do_nothing())
 
     async def _flush_new_exceptions(self, connection: AsyncConnection) -> None:
         if not self._new_exceptions:
             return
         rows = [{**self.exceptions[key], "updated_at": self.now} for key in sorted(self._new_exceptions)]
-        columns = sorted({column for row in rows for column in row})
-        rows = [{column: row.get(column) for column in columns} for row in rows]
-        statement = insert(schema.exceptions)
+        columns = _all_columns(rows)
         keep = {"tenant_id", "exception_id", "created_at"}
-        statement = statement.on_conflict_do_update(
-            index_elements=["tenant_id", "exception_id"],
-            set_={column: statement.excluded[column] for column in columns if column not in keep},
-        )
-        await connection.execute(statement, rows)
+        conflict = bulk.do_update(schema.exceptions, ("tenant_id", "exception_id"), tuple(c for c in columns if c not in keep))
+        await bulk.insert_rows(connection, schema.exceptions, rows, conflict=conflict, columns=columns)
 
     async def _flush_exception_updates(self, connection: AsyncConnection) -> None:
         by_columns: dict[frozenset[str], list[ExceptionKey]] = defaultdict(list)
         for key, columns in self._dirty_exception_columns.items():
             if columns:
                 by_columns[frozenset(columns)].append(key)
-        table = schema.exceptions
         for columns, keys in by_columns.items():
-            ordered = sorted(columns)
-            statement = (
-                update(table)
-                .where(and_(table.c.tenant_id == bindparam("k_tenant"), table.c.exception_id == bindparam("k_exception")))
-                .values({column: bindparam(f"v_{column}") for column in ordered} | {"updated_at": bindparam("v_updated_at")})
-            )
-            params = [
-                {"k_tenant": key[0], "k_exception": key[1], "v_updated_at": self.now}
-                | {f"v_{column}": self.exceptions[key][column] for column in ordered}
+            ordered = (*sorted(columns - {"updated_at"}), "updated_at")
+            rows = [
+                {"tenant_id": key[0], "exception_id": key[1], **self.exceptions[key], "updated_at": self.now}
                 for key in sorted(keys)
             ]
-            await connection.execute(statement, params)
+            await bulk.update_rows(connection, schema.exceptions, ("tenant_id", "exception_id"), ordered, rows)
 
     async def _flush_playbook_runs(self, connection: AsyncConnection) -> None:
         if not self._dirty_playbook_runs:
             return
         rows = [{**self.playbook_runs[key], "updated_at": self.now} for key in sorted(self._dirty_playbook_runs)]
-        statement = insert(schema.playbook_runs)
         keep = {"tenant_id", "exception_id", "started_at"}
-        statement = statement.on_conflict_do_update(
-            index_elements=["tenant_id", "exception_id"],
-            set_={column: statement.excluded[column] for column in rows[0] if column not in keep},
-        )
-        await connection.execute(statement, rows)
+        columns = _all_columns(rows)
+        conflict = bulk.do_update(schema.playbook_runs, ("tenant_id", "exception_id"), tuple(c for c in columns if c not in keep))
+        await bulk.insert_rows(connection, schema.playbook_runs, rows, conflict=conflict, columns=columns)
+
+
+def _all_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Every column any row sets; rows that leave one out get NULL (`bulk` needs one column list)."""
+    columns = tuple(sorted({column for row in rows for column in row}))
+    for row in rows:
+        for column in columns:
+            row.setdefault(column, None)
+    return columns
 
 
 async def load_exceptions(connection: AsyncConnection, keys: set[ExceptionKey]) -> dict[ExceptionKey, dict[str, Any]]:
-    if not keys:
-        return {}
-    table = schema.exceptions
-    result = await connection.execute(select(table).where(tuple_(table.c.tenant_id, table.c.exception_id).in_(sorted(keys))))
-    return {(row.tenant_id, row.exception_id): dict(row._mapping) for row in result}
+    rows = await bulk.select_by_keys(connection, schema.exceptions, ("tenant_id", "exception_id"), sorted(keys))
+    return {(row.tenant_id, row.exception_id): dict(row._mapping) for row in rows}
 
 
 async def load_playbook_runs(connection: AsyncConnection, keys: set[ExceptionKey]) -> dict[ExceptionKey, dict[str, Any]]:
-    if not keys:
-        return {}
-    table = schema.playbook_runs
-    result = await connection.execute(select(table).where(tuple_(table.c.tenant_id, table.c.exception_id).in_(sorted(keys))))
-    return {(row.tenant_id, row.exception_id): dict(row._mapping) for row in result}
+    rows = await bulk.select_by_keys(connection, schema.playbook_runs, ("tenant_id", "exception_id"), sorted(keys))
+    return {(row.tenant_id, row.exception_id): dict(row._mapping) for row in rows}
 
 
 class Stage(ABC):
@@ -201,6 +188,9 @@ class Stage(ABC):
 
     name: ClassVar[str]
     accepts: ClassVar[frozenset[EventType]]
+    # True when `prepare` does work (slow I/O): the processor then looks up finished events before
+    # it, in a transaction of its own, instead of inside the batch's one transaction.
+    prepares: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, packs: PackRegistry) -> None:
         self.settings = settings

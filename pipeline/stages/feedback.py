@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select, tuple_
-
 from pipeline.events import EventEnvelope, EventType
 from pipeline.stages.base import BatchState, Emission, Stage, require_exception
-from pipeline.storage import schema
+from pipeline.storage import bulk, schema
 
 
 class FeedbackStage(Stage):
@@ -20,15 +18,12 @@ class FeedbackStage(Stage):
         await super().load(connection, events, state)
         keys = sorted({(event.tenant_id, event.exception_id) for event in events})
         outcomes: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-        if keys:
-            table = schema.tool_executions
-            rows = await connection.execute(
-                select(table.c.tenant_id, table.c.exception_id, table.c.tool_name, table.c.outcome, table.c.step_index)
-                .where(tuple_(table.c.tenant_id, table.c.exception_id).in_(keys))
-                .order_by(table.c.step_index)
-            )
-            for row in rows:
-                outcomes[(row.tenant_id, row.exception_id)][f"{row.step_index}:{row.tool_name}"] = row.outcome
+        rows = await bulk.select_by_keys(
+            connection, schema.tool_executions, ("tenant_id", "exception_id"), keys,
+            columns=("tenant_id", "exception_id", "tool_name", "outcome", "step_index"), order_by=("step_index",),
+        )
+        for row in rows:
+            outcomes[(row.tenant_id, row.exception_id)][f"{row.step_index}:{row.tool_name}"] = row.outcome
         state.prepared["tool_outcomes"] = outcomes
 
     async def handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:

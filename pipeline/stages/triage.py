@@ -15,6 +15,7 @@ from pipeline.triage import RulesBackend, TriageBackend, TriageDecision, TriageI
 class TriageStage(Stage):
     name = "triage"
     accepts = frozenset({EventType.EXCEPTION_NORMALIZED})
+    prepares = True
 
     def __init__(self, settings: Settings, packs: PackRegistry, backend: TriageBackend | None = None) -> None:
         super().__init__(settings, packs)

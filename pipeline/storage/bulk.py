@@ -1,0 +1,179 @@
+"""Batch reads and writes as one constant SQL statement per batch (PostgreSQL arrays and `unnest`).
+
+A batch of 500 events used to cost 500 executions of each INSERT and UPDATE, and lookups by key as
+a 500-arm `IN` list whose SQL text changed with every batch size. Here every statement takes one
+array per column instead, so:
+
+- its text never changes: asyncpg prepares it once per connection and PostgreSQL plans it once;
+- it runs once per batch, whatever the batch size (one round trip, one parameter set);
+- a lookup by key is one index probe per key, whatever the planner's estimates (a 500-arm `IN`
+  list, or a plain join, is planned as a scan of the whole table).
+
+The SQL is built from the `schema` tables once per (table, columns) and cached. Values go to
+asyncpg as they are, except JSON columns (encoded here with pydantic_core; `None` is SQL NULL) and
+array columns, which cannot be unnested as 2-D arrays: they travel as JSON and are rebuilt in SQL.
+Statements run through `exec_driver_sql`, so they join the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import pydantic_core
+from sqlalchemy import ARRAY, JSON, LargeBinary, Row, Table
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+_DIALECT = postgresql.dialect()
+
+
+def json_text(value: Any) -> str | None:
+    """A JSON column's value as text for asyncpg (None is SQL NULL, not JSON null)."""
+    return None if value is None else pydantic_core.to_json(value).decode()
+
+
+def _array_type(table: Table, name: str) -> str:
+    column_type = table.c[name].type
+    if isinstance(column_type, (JSON, ARRAY)):
+        return "jsonb[]"
+    if isinstance(column_type, LargeBinary):
+        return "bytea[]"
+    return f"{column_type.compile(dialect=_DIALECT)}[]"
+
+
+def _value_expression(table: Table, name: str) -> str:
+    """How a column's value is read from the unnested row `v`."""
+    column_type = table.c[name].type
+    if isinstance(column_type, ARRAY):
+        item_type = column_type.item_type.compile(dialect=_DIALECT)
+        return f"ARRAY(SELECT jsonb_array_elements_text(v.{_quote(name)}))::{item_type}[]"
+    return f"v.{_quote(name)}"
+
+
+def _encoder(table: Table, name: str) -> Any:
+    if isinstance(table.c[name].type, (JSON, ARRAY)):
+        return json_text
+    return None
+
+
+def _quote(name: str) -> str:
+    return _DIALECT.identifier_preparer.quote(name)
+
+
+def _unnest(table: Table, columns: Sequence[str], first_parameter: int = 1) -> str:
+    arrays = ", ".join(f"${first_parameter + index}::{_array_type(table, name)}" for index, name in enumerate(columns))
+    names = ", ".join(_quote(name) for name in columns)
+    return f"unnest({arrays}) AS v({names})"
+
+
+def _arrays(table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], ...]:
+    arrays = []
+    for name in columns:
+        encode = _encoder(table, name)
+        values = [row[name] for row in rows]
+        arrays.append([encode(value) for value in values] if encode else values)
+    return tuple(arrays)
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(table: Table, columns: tuple[str, ...], conflict: str, returning: tuple[str, ...]) -> str:
+    names = ", ".join(_quote(name) for name in columns)
+    values = ", ".join(_value_expression(table, name) for name in columns)
+    sql = f"INSERT INTO {_quote(table.name)} ({names}) SELECT {values} FROM {_unnest(table, columns)} {conflict}"
+    if returning:
+        sql += " RETURNING " + ", ".join(_quote(name) for name in returning)
+    return sql
+
+
+def do_nothing() -> str:
+    """`ON CONFLICT DO NOTHING`: an idempotent insert."""
+    return "ON CONFLICT DO NOTHING"
+
+
+@lru_cache(maxsize=256)
+def do_update(table: Table, conflict_columns: tuple[str, ...], columns: tuple[str, ...], *,
+              constraint: str | None = None, where: str | None = None, increment: bool = False) -> str:
+    """`ON CONFLICT ... DO UPDATE` that sets `columns` from the new row (or adds them, `increment`)."""
+    target = f"ON CONSTRAINT {_quote(constraint)}" if constraint else "(" + ", ".join(map(_quote, conflict_columns)) + ")"
+    table_name = _quote(table.name)
+    if increment:
+        assignments = ", ".join(f"{_quote(c)} = {table_name}.{_quote(c)} + EXCLUDED.{_quote(c)}" for c in columns)
+    else:
+        assignments = ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in columns)
+    clause = f"ON CONFLICT {target} DO UPDATE SET {assignments}"
+    return f"{clause} WHERE {where}" if where else clause
+
+
+async def insert_rows(
+    connection: AsyncConnection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: str,
+    returning: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
+) -> list[Row[Any]]:
+    """Insert `rows` (every row has the same keys, or give `columns`) in one statement.
+
+    `conflict` is `do_nothing()` or `do_update(...)`; `returning` names columns to return for the
+    rows actually inserted or updated."""
+    if not rows:
+        return []
+    names = tuple(columns if columns is not None else rows[0].keys())
+    sql = _insert_sql(table, names, conflict, tuple(returning))
+    result = await connection.exec_driver_sql(sql, _arrays(table, names, rows))
+    return list(result.all()) if returning else []
+
+
+@lru_cache(maxsize=256)
+def _update_sql(table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{_quote(name)} = {_value_expression(table, name)}" for name in columns)
+    match = " AND ".join(f"t.{_quote(name)} = v.{_quote(name)}" for name in key_columns)
+    return (f"UPDATE {_quote(table.name)} AS t SET {assignments} "
+            f"FROM {_unnest(table, key_columns + columns)} WHERE {match}")
+
+
+async def update_rows(
+    connection: AsyncConnection, table: Table, key_columns: Sequence[str], columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """Set `columns` of the rows matched by `key_columns`, one statement for all `rows`. Keys must
+    be distinct (PostgreSQL applies only one update per target row)."""
+    if not rows:
+        return
+    keys, names = tuple(key_columns), tuple(columns)
+    await connection.exec_driver_sql(_update_sql(table, keys, names), _arrays(table, keys + names, rows))
+
+
+@lru_cache(maxsize=256)
+def _select_sql(table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...], order_by: tuple[str, ...]) -> str:
+    # A LATERAL subquery that the planner cannot flatten (OFFSET 0): one index probe per key,
+    # always. As a plain join, PostgreSQL hashes the whole table once a batch has a few hundred keys.
+    selected = ", ".join(f"t.{_quote(name)}" for name in columns)
+    match = " AND ".join(f"t.{_quote(name)} = v.{_quote(name)}" for name in key_columns)
+    sql = (f"SELECT {selected} FROM {_unnest(table, key_columns)} "
+           f"CROSS JOIN LATERAL (SELECT * FROM {_quote(table.name)} AS t WHERE {match} OFFSET 0) AS t")
+    if order_by:
+        sql += " ORDER BY " + ", ".join(f"t.{_quote(name)}" for name in order_by)
+    return sql
+
+
+async def select_by_keys(
+    connection: AsyncConnection,
+    table: Table,
+    key_columns: Sequence[str],
+    keys: Iterable[tuple[Any, ...]],
+    *,
+    columns: Sequence[str] | None = None,
+    order_by: Sequence[str] = (),
+) -> list[Row[Any]]:
+    """Rows of `table` whose `key_columns` equal one of `keys` (distinct tuples), in one statement."""
+    distinct = list(dict.fromkeys(keys))
+    if not distinct:
+        return []
+    names = tuple(columns) if columns is not None else tuple(table.c.keys())
+    sql = _select_sql(table, tuple(key_columns), names, tuple(order_by))
+    key_arrays = tuple(list(values) for values in zip(*distinct, strict=True))
+    return list((await connection.exec_driver_sql(sql, key_arrays)).all())

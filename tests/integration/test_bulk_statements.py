@@ -1,0 +1,103 @@
+"""pipeline.storage.bulk against the real PostgreSQL: what one statement per batch writes and reads
+back (JSON, arrays, NULLs, conflicts), and that a key lookup stays an index probe per key."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from pipeline.settings import DatabaseSettings
+from pipeline.storage import bulk, schema
+from pipeline.storage.database import create_engine
+
+pytestmark = pytest.mark.integration
+
+_NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+def _processing_row(event_id: str, status: str, outputs: list[str]) -> dict[str, object]:
+    return {
+        "event_id": event_id, "worker_type": "triage", "event_type": "ExceptionNormalized", "tenant_id": "FIN_ACME",
+        "exception_id": f"X-{event_id}", "status": status, "retry_count": 0, "error_type": None,
+        "error_message": None, "next_retry_at": None, "last_attempt_at": _NOW, "duration_ms": 1.5,
+        "output_event_ids": outputs, "topic": "sentinai.triage", "partition": 3, "offset": 2**40, "completed_at": _NOW,
+    }
+
+
+def _exception_row(exception_id: str, attributes: dict[str, object]) -> dict[str, object]:
+    return {"tenant_id": "FIN_ACME", "exception_id": exception_id, "status": "open", "attributes": attributes,
+            "policy_reasons": None, "created_at": _NOW, "updated_at": _NOW}
+
+
+def test_rows_written_in_one_statement_read_back_exactly(database: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database, DatabaseSettings())
+        table = schema.event_processing_log
+        conflict = bulk.do_update(table, (), ("status", "output_event_ids"), constraint="uq_event_processing_event_worker",
+                                  where="event_processing_log.status = 'retrying'")
+        try:
+            async with engine.begin() as connection:
+                claimed = await bulk.insert_rows(
+                    connection, table, [_processing_row("e1", "retrying", []), _processing_row("e2", "completed", ["o1", "o2"])],
+                    conflict=conflict, returning=("event_id",),
+                )
+                assert sorted(row.event_id for row in claimed) == ["e1", "e2"]
+                # e1 was retrying: overwritten; e2 was completed: left alone, and not returned.
+                again = await bulk.insert_rows(
+                    connection, table, [_processing_row("e1", "completed", ["o3"]), _processing_row("e2", "completed", [])],
+                    conflict=conflict, returning=("event_id",),
+                )
+                assert [row.event_id for row in again] == ["e1"]
+                rows = await bulk.select_by_keys(connection, table, ("worker_type", "event_id"),
+                                                 [("triage", "e1"), ("triage", "e2"), ("triage", "missing"), ("triage", "e1")])
+                by_id = {row.event_id: row for row in rows}
+                assert sorted(by_id) == ["e1", "e2"]
+                assert by_id["e1"].status == "completed" and by_id["e1"].output_event_ids == ["o3"]
+                assert by_id["e2"].output_event_ids == ["o1", "o2"] and by_id["e2"].offset == 2**40
+
+                exceptions = schema.exceptions
+                await bulk.insert_rows(connection, exceptions, [_exception_row("A", {"amount": 1.5, "tags": ["x"]}),
+                                                                _exception_row("B", {})], conflict=bulk.do_nothing())
+                await bulk.update_rows(connection, exceptions, ("tenant_id", "exception_id"), ("status", "policy_reasons"),
+                                       [{"tenant_id": "FIN_ACME", "exception_id": "B", "status": "resolved",
+                                         "policy_reasons": ["CRITICAL severity"]}])
+                rows = await bulk.select_by_keys(connection, exceptions, ("tenant_id", "exception_id"),
+                                                 [("FIN_ACME", "A"), ("FIN_ACME", "B")], order_by=("exception_id",))
+                assert [(row.exception_id, row.status, row.attributes, row.policy_reasons) for row in rows] == [
+                    ("A", "open", {"amount": 1.5, "tags": ["x"]}, None),
+                    ("B", "resolved", {}, ["CRITICAL severity"]),
+                ]
+                # None in a JSON column is SQL NULL, not JSON null.
+                assert (await connection.exec_driver_sql(
+                    "SELECT count(*) FROM exceptions WHERE policy_reasons IS NULL")).scalar_one() == 1
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_key_lookup_probes_the_primary_key_even_with_stale_statistics(database: str) -> None:
+    """The statistics say the table is empty (analysed before 20,000 rows arrived): a plain join or
+    an IN list would then use the wrong index or scan; the lookup must still probe per key."""
+    async def scenario() -> None:
+        engine = create_engine(database, DatabaseSettings())
+        try:
+            async with engine.begin() as connection:
+                await connection.exec_driver_sql("ANALYZE exceptions")
+                await connection.exec_driver_sql(
+                    "INSERT INTO exceptions (tenant_id, exception_id, status) "
+                    "SELECT 'T' || (i % 3), 'E' || i, 'open' FROM generate_series(1, 20000) AS i")
+                keys = [(f"T{i % 3}", f"E{i}") for i in range(1, 20000, 97)]
+                sql = bulk._select_sql(schema.exceptions, ("tenant_id", "exception_id"), tuple(schema.exceptions.c.keys()), ())
+                plan = "\n".join(row[0] for row in (await connection.exec_driver_sql(
+                    "EXPLAIN " + sql, tuple(list(column) for column in zip(*keys, strict=True)))).all())
+                assert "Index Scan using exceptions_pkey" in plan, plan
+                assert "Seq Scan on exceptions" not in plan and "Filter" not in plan, plan
+                rows = await bulk.select_by_keys(connection, schema.exceptions, ("tenant_id", "exception_id"), keys)
+                assert len(rows) == len(keys)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
