@@ -8,7 +8,8 @@ and unpublished replays live in PostgreSQL, so a SIGKILL costs at most one poll 
 - actors: re-create a consumer, pool or SLA monitor actor that is gone for good (Ray itself restarts
   a killed actor; this covers one that ran out of restarts or was removed);
 - topics: re-create the platform's topics when the broker lost them (the bundled broker keeps
-  everything in memory).
+  everything in memory), re-publish the events in flight from `event_log`, and do so again 10, 30
+  and 60 s later for any a consumer skipped while the broker came back.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 _WATCH_INTERVAL_S = 2.0
 _TOPIC_CHECK_INTERVAL_S = 3.0
+# After the broker lost its data, recover again this many seconds later. While the broker comes back,
+# a consumer can commit an offset of the old log into the new one (or resume past the start of the
+# new log) and skip re-published events; a later pass re-publishes whatever is still unconsumed.
+_FOLLOW_UP_RECOVERIES_S = (10.0, 30.0, 60.0)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -55,6 +61,7 @@ class SupervisorActor:
         self._producer = make_producer(settings.kafka, settings.kafka.bootstrap_servers, SUPERVISOR_NAME)
         self.counters = {"retries_dispatched": 0, "replays_published": 0, "actors_recreated": 0, "topics_recreated": 0,
                          "events_recovered": 0}
+        self._follow_up_recoveries: list[float] = []  # monotonic times of the recoveries still to run
         self._tasks = [asyncio.get_event_loop().create_task(self._start())]
         log.info("Initialized Supervisor: stages=%s", ",".join(stages))
 
@@ -116,17 +123,29 @@ class SupervisorActor:
         events in flight are rebuilt from the database."""
         bootstrap = self.settings.kafka.bootstrap_servers
         assert bootstrap
+        await self._run_due_follow_up_recoveries()
         wanted = all_topics(self.settings.kafka)
         present = await list_topics(bootstrap)
         if set(wanted) <= present:
             return 0
-        created = await ensure_topics(self.settings.kafka, bootstrap, wanted)
-        self.counters["topics_recreated"] += len(created)
-        if self.settings.kafka.topic(BROKER_EPOCH_TOPIC) not in present:
+        epoch = self.settings.kafka.topic(BROKER_EPOCH_TOPIC)
+        created = await ensure_topics(self.settings.kafka, bootstrap, [topic for topic in wanted if topic != epoch])
+        if epoch not in present:
             log.warning("the broker lost its topics (restarted without its data?): re-created %s; recovering events in "
                         "flight", created)
             await self.recover_unconsumed()
+            # Only now: if the recovery fails (the broker is still settling), the epoch topic is still
+            # missing and the next step recovers again (duplicates are deduplicated; losses would not be).
+            created += await ensure_topics(self.settings.kafka, bootstrap, [epoch])
+            now = time.monotonic()
+            self._follow_up_recoveries = [now + delay for delay in _FOLLOW_UP_RECOVERIES_S]
+        self.counters["topics_recreated"] += len(created)
         return len(created)
+
+    async def _run_due_follow_up_recoveries(self) -> None:
+        if self._follow_up_recoveries and self._follow_up_recoveries[0] <= time.monotonic():
+            await self.recover_unconsumed()
+            self._follow_up_recoveries.pop(0)
 
     async def recover_unconsumed(self) -> int:
         """Re-publish, from `event_log`, every event its next stage has not consumed (after the broker

@@ -105,6 +105,7 @@ class BatchProcessor:
         self.clock = clock
         self.worker_type = stage.name
         self._tenants_refreshed_at = -math.inf
+        self._topics = {event_type: tuple(topics_for(settings.kafka, event_type)) for event_type in EventType}
 
     async def process(self, records: Sequence[InboundRecord]) -> BatchResult:
         """Process a batch. Raises a retryable SentinaiError (or ConfigurationError) when the batch
@@ -450,7 +451,7 @@ class BatchProcessor:
             value = event.to_bytes()
             key = event.partition_key.encode()
             headers = (("event_type", event.event_type.value.encode()), ("tenant_id", event.tenant_id.encode()))
-            records.extend(OutboundRecord(topic, key, value, headers) for topic in topics_for(self.settings.kafka, event.event_type))
+            records.extend(OutboundRecord(topic, key, value, headers) for topic in self._topics[event.event_type])
         return records
 
     def _dead_letter_records(self, rejected: list[_Rejected]) -> list[OutboundRecord]:

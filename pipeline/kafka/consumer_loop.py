@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from pipeline.kafka.lanes import Lane, Submit, lane_for
 from pipeline.kafka.offsets import OffsetTracker
@@ -24,6 +25,7 @@ from pipeline.retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 _COMMIT_TIMEOUT_S = 10.0
+_POSITION_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -48,6 +50,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("%s assigned %s", self._loop.name, sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        await self._loop.note_positions(assigned)
 
 
 class StageConsumerLoop:
@@ -85,6 +88,7 @@ class StageConsumerLoop:
         self._committed: dict[tuple[str, int], int] = {}
         self._run_exited = asyncio.Event()
         self._positions: dict[tuple[str, int], int] = {}
+        self._rewound_at: dict[tuple[str, int], int] = {}  # the log end each partition last started over at
 
     async def start(self) -> None:
         await self.producer.start()
@@ -102,7 +106,7 @@ class StageConsumerLoop:
                 fetched = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=None)
                 self.stats.last_poll_at = time.time()
                 self._dispatch([record for records in fetched.values() for record in records])
-                self._update_lag()
+                self._update_lag(fetched_from={tp for tp, records in fetched.items() if records})
                 await self._commit()
         finally:
             self._run_exited.set()
@@ -221,26 +225,47 @@ class StageConsumerLoop:
         except Exception as error:  # noqa: BLE001 - a lost commit only costs redelivery of done work
             log.warning("%s: offset commit failed (will be redelivered and deduplicated): %s", self.name, error)
 
+    async def note_positions(self, assigned: set[TopicPartition]) -> None:
+        """Record where each newly assigned partition will be read from (the group's committed offset).
+        After the broker lost its data, that can be an offset of the old log, past the new log's end:
+        the past-the-end check must compare with it, not with what this consumer read before."""
+        for tp in assigned:
+            partition = (tp.topic, tp.partition)
+            self._rewound_at.pop(partition, None)
+            try:
+                self._positions[partition] = await asyncio.wait_for(self.consumer.position(tp), timeout=_POSITION_TIMEOUT_S)
+            except (TimeoutError, KafkaError) as error:
+                log.warning("%s: no position for %s[%d] yet (%s); the past-the-end check waits for its first record",
+                            self.name, tp.topic, tp.partition, error)
+                self._positions.pop(partition, None)
+
     def _rewind_if_past_end(self, tp: TopicPartition, highwater: int | None) -> None:
         """A consumer positioned past the log end waits silently on the bundled broker (no
         OFFSET_OUT_OF_RANGE): when the log end falls below what we already read, the broker restarted
-        empty, so start the partition over."""
-        position = self._positions.get((tp.topic, tp.partition))
+        empty, so start the partition over. Only for a partition that returned nothing: right after
+        a restart the bundled broker can report a high watermark below the records it just returned,
+        and rewinding then would re-read the same records forever."""
+        partition = (tp.topic, tp.partition)
+        position = self._positions.get(partition)
         if highwater is None or position is None or highwater >= position:
             return
+        if self._rewound_at.get(partition) == highwater:
+            return  # already started over at this log end: wait for it to move
+        self._rewound_at[partition] = highwater
         log.warning("%s: %s[%d] log end %d is below our position %d: broker restarted without its data; "
                     "reading the partition from the beginning", self.name, tp.topic, tp.partition, highwater, position)
         self.consumer.seek(tp, 0)
         self._positions[(tp.topic, tp.partition)] = 0
         self._committed.pop((tp.topic, tp.partition), None)
 
-    def _update_lag(self) -> None:
+    def _update_lag(self, fetched_from: set[TopicPartition]) -> None:
         """Lag as `kafka-consumer-groups --describe` shows it: log end minus committed offset. The log
         end comes from the last fetch's highwater (the bundled broker's end_offsets() is wrong)."""
         lag = {}
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
-            self._rewind_if_past_end(tp, highwater)
+            if tp not in fetched_from:
+                self._rewind_if_past_end(tp, highwater)
             committed = self._committed.get((tp.topic, tp.partition))
             if highwater is not None:
                 lag[f"{tp.topic}[{tp.partition}]"] = max(0, highwater - (committed or 0))

@@ -27,7 +27,7 @@ def render_template(value: Any, context: dict[str, Any]) -> Any:
         return {key: render_template(item, context) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [render_template(item, context) for item in value]
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "{" not in value:
         return value
     whole = _TEMPLATE.fullmatch(value)
     if whole:
