@@ -18,8 +18,6 @@ the supervisor re-publishes it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
@@ -30,6 +28,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pipeline.dead_letters import Rejected, dead_letter_record, dead_letter_row, header_value, record_context
 from pipeline.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -69,14 +68,6 @@ class ConcurrentProcessingError(DatabaseUnavailableError):
     """Another worker recorded an event of this batch first (e.g. during a rebalance). Retry the batch."""
 
     error_type = "concurrent_processing"
-
-
-@dataclass
-class _Rejected:
-    record: InboundRecord
-    event: EventEnvelope | None
-    error: SentinaiError
-    retry_count: int = 0
 
 
 @dataclass
@@ -138,7 +129,7 @@ class BatchProcessor:
             event: EventEnvelope | None = decode_event(record.value)
         except ValidationError:
             event = None
-        rejected = _Rejected(record, event, error)
+        rejected = Rejected(record, event, error)
         if event is not None:
             log.warning("dead-lettering %s topic=%s partition=%s offset=%s: %s: %s", event.log_context(),
                         record.topic, record.partition, record.offset, error.error_type, error)
@@ -227,9 +218,9 @@ class BatchProcessor:
 
     # --- decoding -------------------------------------------------------------------------------
 
-    def _decode(self, records: Sequence[InboundRecord]) -> tuple[list[tuple[EventEnvelope, InboundRecord]], list[_Rejected]]:
+    def _decode(self, records: Sequence[InboundRecord]) -> tuple[list[tuple[EventEnvelope, InboundRecord]], list[Rejected]]:
         events: list[tuple[EventEnvelope, InboundRecord]] = []
-        rejected: list[_Rejected] = []
+        rejected: list[Rejected] = []
         seen: set[str] = set()
         for record in records:
             event: EventEnvelope | None = None
@@ -243,10 +234,10 @@ class BatchProcessor:
                     raise UnexpectedEventError(f"stage {self.worker_type} does not handle {event.event_type}")
                 self.packs.view(event.tenant_id)
             except ValidationError as error:
-                context = event.log_context() if event else _record_context(record)
+                context = event.log_context() if event else record_context(record)
                 log.warning("dead-lettering %s topic=%s partition=%s offset=%s: %s: %s", context, record.topic,
                             record.partition, record.offset, error.error_type, error)
-                rejected.append(_Rejected(record, event, error))
+                rejected.append(Rejected(record, event, error))
                 continue
             if event.event_id in seen:
                 continue  # the same event twice in one batch: the first occurrence stands for both
@@ -268,7 +259,7 @@ class BatchProcessor:
         self,
         connection: AsyncConnection,
         fresh: list[tuple[EventEnvelope, InboundRecord]],
-        rejected: list[_Rejected],
+        rejected: list[Rejected],
         known: dict[str, _Known],
         state: BatchState,
     ) -> _Outcome:
@@ -282,12 +273,12 @@ class BatchProcessor:
                 emissions = await self._handle(event, state)
             except ValidationError as error:
                 log.warning("dead-lettering %s: %s: %s", event.log_context(), error.error_type, error)
-                outcome.dead_lettered.append(_Rejected(record, event, error, previous_retries))
+                outcome.dead_lettered.append(Rejected(record, event, error, previous_retries))
                 continue
             except SentinaiError as error:
                 if not error.retryable:
                     log.warning("dead-lettering %s: %s: %s", event.log_context(), error.error_type, error)
-                    outcome.dead_lettered.append(_Rejected(record, event, error, previous_retries))
+                    outcome.dead_lettered.append(Rejected(record, event, error, previous_retries))
                     continue
                 policy = self._retry_policy(error)
                 if policy.exhausted(previous_retries):
@@ -295,18 +286,18 @@ class BatchProcessor:
                         "retries exhausted, dead-lettering %s topic=%s partition=%s offset=%s: %s",
                         event.log_context(), record.topic, record.partition, record.offset, error,
                     )
-                    outcome.dead_lettered.append(_Rejected(record, event, error, previous_retries))
+                    outcome.dead_lettered.append(Rejected(record, event, error, previous_retries))
                     continue
                 retry_number = previous_retries + 1
                 due = state.now + timedelta(seconds=policy.delay_s(retry_number))
                 log.info("retry %d of %s due %s: %s: %s", retry_number, event.log_context(), due.isoformat(), error.error_type, error)
-                outcome.retrying.append(_Rejected(record, event, error, retry_number))
+                outcome.retrying.append(Rejected(record, event, error, retry_number))
                 processing_rows.append(self._processing_row(event, record, "retrying", retry_number, state.now, error=error, next_retry_at=due))
                 continue
             except Exception as error:  # a bug: park the event in the DLQ rather than block the partition
                 log.exception("unexpected error in stage %s for %s", self.worker_type, event.log_context())
                 internal = InternalError(f"{type(error).__name__}: {error}")
-                outcome.dead_lettered.append(_Rejected(record, event, internal, previous_retries))
+                outcome.dead_lettered.append(Rejected(record, event, internal, previous_retries))
                 continue
             outputs = [
                 event.derive(emission.event_type, stage=self.worker_type, position=index, payload=emission.payload, now=state.now)
@@ -385,10 +376,10 @@ class BatchProcessor:
         rows += [event_log_row(event, self.worker_type) for event in outputs]
         await bulk.insert_rows(connection, schema.event_log, rows, conflict=bulk.do_nothing())
 
-    async def _record_dead_letters(self, connection: AsyncConnection, rejected: list[_Rejected], now: datetime) -> None:
+    async def _record_dead_letters(self, connection: AsyncConnection, rejected: list[Rejected], now: datetime) -> None:
         if not rejected:
             return
-        dlq_rows = [self._dead_letter_row(item, now) for item in rejected]
+        dlq_rows = [dead_letter_row(item, self.worker_type, now) for item in rejected]
         await bulk.insert_rows(connection, schema.dead_letter_queue, dlq_rows, conflict=bulk.do_nothing())
         failed_rows = [
             {
@@ -413,28 +404,6 @@ class BatchProcessor:
                                   constraint="uq_event_processing_event_worker", where=_STILL_RETRYING)
         await bulk.insert_rows(connection, table, failed_rows, conflict=conflict)
 
-    def _dead_letter_row(self, item: _Rejected, now: datetime) -> dict[str, Any]:
-        record, event = item.record, item.event
-        identity = _identity_of_undecoded(record) if event is None else {}
-        return {
-            "event_id": event.event_id if event else identity.get("event_id") or raw_event_id(record),
-            "event_type": event.event_type.value if event else identity.get("event_type"),
-            "tenant_id": event.tenant_id if event else identity.get("tenant_id") or _header(record, "tenant_id"),
-            "exception_id": event.exception_id if event else identity.get("exception_id"),
-            "worker_type": self.worker_type,
-            "error_type": item.error.error_type,
-            "error_message": str(item.error)[:2000],
-            "retry_count": item.retry_count,
-            "original_topic": record.topic,
-            "original_partition": record.partition,
-            "original_offset": record.offset,
-            "original_key": record.key,
-            "original_value": record.value,
-            "original_headers": [[name, value.decode("utf-8", "replace")] for name, value in record.headers],
-            "payload": json.loads(event.model_dump_json()) if event else None,
-            "created_at": now,
-        }
-
     async def _recorded_outputs(self, connection: AsyncConnection, known: list[_Known]) -> list[EventEnvelope]:
         ids = [event_id for entry in known for event_id in entry.output_event_ids]
         if not ids:
@@ -445,6 +414,10 @@ class BatchProcessor:
 
     # --- outputs --------------------------------------------------------------------------------
 
+    def _dead_letter_records(self, rejected: list[Rejected]) -> list[OutboundRecord]:
+        topic = self.settings.kafka.topic(DLQ_TOPIC)
+        return [dead_letter_record(item, self.worker_type, topic) for item in rejected]
+
     def _outbound(self, events: list[EventEnvelope]) -> list[OutboundRecord]:
         records = []
         for event in events:
@@ -454,29 +427,14 @@ class BatchProcessor:
             records.extend(OutboundRecord(topic, key, value, headers) for topic in self._topics[event.event_type])
         return records
 
-    def _dead_letter_records(self, rejected: list[_Rejected]) -> list[OutboundRecord]:
-        topic = self.settings.kafka.topic(DLQ_TOPIC)
-        records = []
-        for item in rejected:
-            headers = (
-                *item.record.headers,
-                ("x-sentinai-stage", self.worker_type.encode()),
-                ("x-sentinai-error-type", item.error.error_type.encode()),
-                ("x-sentinai-error", str(item.error)[:500].encode()),
-                ("x-sentinai-original-topic", item.record.topic.encode()),
-                ("x-sentinai-original-partition", str(item.record.partition).encode()),
-                ("x-sentinai-original-offset", str(item.record.offset).encode()),
-            )
-            records.append(OutboundRecord(topic, item.record.key, item.record.value or b"", headers))
-        return records
 
 
 @dataclass
 class _Outcome:
-    dead_lettered: list[_Rejected]
+    dead_lettered: list[Rejected]
     outputs: list[EventEnvelope] = field(default_factory=list)
     completed: list[EventEnvelope] = field(default_factory=list)
-    retrying: list[_Rejected] = field(default_factory=list)
+    retrying: list[Rejected] = field(default_factory=list)
 
 
 RETRY_ATTEMPT_HEADER = "x-sentinai-retry-attempt"
@@ -499,44 +457,5 @@ def _is_due(known: _Known | None, record: InboundRecord) -> bool:
         return True
     if known.status != "retrying":
         return False
-    attempt = _header(record, RETRY_ATTEMPT_HEADER)
+    attempt = header_value(record, RETRY_ATTEMPT_HEADER)
     return attempt is not None and attempt == str(known.retry_count)
-
-
-def raw_event_id(record: InboundRecord) -> str:
-    """A stable id for a record that did not decode, so a redelivery is not dead-lettered twice."""
-    digest = hashlib.sha256()
-    digest.update(f"{record.topic}/{record.partition}/{record.offset}/".encode())
-    digest.update(record.value or b"")
-    return f"raw-{digest.hexdigest()[:40]}"
-
-
-_IDENTITY_LIMITS = {"event_id": 128, "event_type": 64, "tenant_id": 64, "exception_id": 128}
-
-
-def _identity_of_undecoded(record: InboundRecord) -> dict[str, str]:
-    """Whatever ids a rejected record's JSON carries, so an operator can find it by event_id."""
-    try:
-        document = json.loads(record.value or b"")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    if not isinstance(document, dict):
-        return {}
-    return {
-        name: value for name, limit in _IDENTITY_LIMITS.items()
-        if isinstance(value := document.get(name), str) and 0 < len(value) <= limit
-    }
-
-
-def _record_context(record: InboundRecord) -> str:
-    """The runbook's `tenant_id= exception_id= event_id=` fields, from whatever a bad record carries."""
-    identity = _identity_of_undecoded(record)
-    return (f"tenant_id={identity.get('tenant_id') or _header(record, 'tenant_id') or '-'} "
-            f"exception_id={identity.get('exception_id', '-')} event_id={identity.get('event_id') or raw_event_id(record)}")
-
-
-def _header(record: InboundRecord, name: str) -> str | None:
-    for key, value in record.headers:
-        if key == name:
-            return value.decode("utf-8", "replace")[:64]
-    return None
