@@ -9,6 +9,7 @@ from pipeline.events import EventEnvelope, EventType
 from pipeline.packs import PackRegistry
 from pipeline.settings import Settings
 from pipeline.stages.base import BatchState, Emission, Stage, require_exception
+from pipeline.stages.sla_monitor import imminent_at
 from pipeline.triage import RulesBackend, TriageBackend, TriageDecision, TriageInput, assess_severity
 
 
@@ -53,7 +54,8 @@ class TriageStage(Stage):
         attributes = event.payload.get("attributes", {})
         severity, rules = assess_severity(tenant, decision.exception_type, attributes, event.payload.get("description", ""))
         detected_at = row["created_at"] or state.now
-        deadline = detected_at + timedelta(minutes=tenant.sla_minutes(severity))
+        window = timedelta(minutes=tenant.sla_minutes(severity))
+        deadline = detected_at + window
         rationale = decision.rationale + (f"; severity rules: {', '.join(rules)}" if rules else "")
         state.update_exception(
             (event.tenant_id, event.exception_id),
@@ -65,6 +67,7 @@ class TriageStage(Stage):
             triage_backend=decision.backend,
             triage_model=decision.model,
             sla_deadline=deadline,
+            sla_next_check_at=imminent_at(deadline, window, self.settings.sla.imminent_fraction),
         )
         return [
             Emission(

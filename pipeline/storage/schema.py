@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -64,6 +65,7 @@ exceptions = Table(
     Column("triage_backend", String(32)),
     Column("triage_model", String(128)),
     Column("sla_deadline", DateTime(timezone=True)),
+    Column("sla_next_check_at", DateTime(timezone=True), comment="when the SLA monitor looks next; null: nothing left to watch"),
     Column("actionable", Boolean),
     Column("approval_required", Boolean),
     Column("escalated", Boolean),
@@ -81,6 +83,11 @@ Index(
     "ix_exceptions_open_sla",
     exceptions.c.sla_deadline,
     postgresql_where=exceptions.c.resolved_at.is_(None),
+)
+Index(
+    "ix_exceptions_sla_next_check",
+    exceptions.c.sla_next_check_at,
+    postgresql_where=and_(exceptions.c.resolved_at.is_(None), exceptions.c.sla_next_check_at.isnot(None)),
 )
 
 event_log = Table(
@@ -125,7 +132,10 @@ event_processing_log = Table(
     Column("completed_at", DateTime(timezone=True)),
     UniqueConstraint("event_id", "worker_type", name="uq_event_processing_event_worker"),
 )
-Index("ix_epl_status_due", event_processing_log.c.status, event_processing_log.c.next_retry_at)
+# Only events not completed: the retry scan and the runbook's retrying / failed queries read these,
+# and completed events (nearly every row) skip the index insert.
+Index("ix_epl_unfinished", event_processing_log.c.status, event_processing_log.c.next_retry_at,
+      postgresql_where=event_processing_log.c.status != "completed")
 Index("ix_epl_exception", event_processing_log.c.tenant_id, event_processing_log.c.exception_id)
 
 dead_letter_queue = Table(

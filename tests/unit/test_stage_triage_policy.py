@@ -97,6 +97,8 @@ async def test_triage_sets_type_severity_and_sla_deadline(settings: Settings, pa
         0.95,
     )
     assert row["sla_deadline"] == expected_deadline
+    # SLAImminent is due when a fifth (the default imminent fraction) of the window is left.
+    assert row["sla_next_check_at"] == expected_deadline - (expected_deadline - CREATED) * 0.2
     assert row["rationale"] == rationale
     assert state._dirty_exception_columns[("FIN_ACME", "EXC-1")] == {
         "status",
@@ -107,6 +109,7 @@ async def test_triage_sets_type_severity_and_sla_deadline(settings: Settings, pa
         "triage_backend",
         "triage_model",
         "sla_deadline",
+        "sla_next_check_at",
     }
 
 
