@@ -77,21 +77,15 @@ def exceptions_router(services: ApiServices, caller: Any) -> APIRouter:
     @router.get("/{tenant_id}/{exception_id}", summary="one exception with its playbook run and feedback")
     async def exception_detail(tenant_id: TenantIdPath, exception_id: ExceptionIdPath,
                                who: Caller = Depends(caller)) -> JSONResponse:
-        scope = who.tenant_scope(tenant_id)
-        detail = await queries.exception_detail(await services.engine(), scope, exception_id)
-        if detail is None:
-            raise HTTPException(status_code=404, detail=NOT_FOUND)
-        return JSONResponse(jsonable_encoder(detail))
+        scope = who.tenant_scope(tenant_id)  # another tenant's exception: 404 before any query
+        return _found(await queries.exception_detail(await services.engine(), scope, exception_id))
 
     @router.get("/{tenant_id}/{exception_id}/trace",
                 summary="the exception's events across stages in order, with timings, retries and its current state")
     async def exception_trace(tenant_id: TenantIdPath, exception_id: ExceptionIdPath,
                               who: Caller = Depends(caller)) -> JSONResponse:
-        scope = who.tenant_scope(tenant_id)
-        trace = await queries.exception_trace(await services.engine(), scope, exception_id)
-        if trace is None:
-            raise HTTPException(status_code=404, detail=NOT_FOUND)
-        return JSONResponse(jsonable_encoder(trace))
+        scope = who.tenant_scope(tenant_id)  # another tenant's exception: 404 before any query
+        return _found(await queries.exception_trace(await services.engine(), scope, exception_id))
 
     async def decide(tenant_id: str, exception_id: str, approved: bool, request: ApprovalRequest | None,
                      who: Caller) -> JSONResponse:
@@ -124,6 +118,13 @@ def exceptions_router(services: ApiServices, caller: Any) -> APIRouter:
         return await decide(tenant_id, exception_id, False, request, who)
 
     return router
+
+
+def _found(document: object | None) -> JSONResponse:
+    """The document as JSON; 404 when it is not there, or belongs to another tenant (the same answer)."""
+    if document is None:
+        raise HTTPException(status_code=404, detail=NOT_FOUND)
+    return JSONResponse(jsonable_encoder(document))
 
 
 def event_records(services: ApiServices, event: EventEnvelope) -> list[OutboundRecord]:
