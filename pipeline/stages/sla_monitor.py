@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.events import EventEnvelope, EventType, utc_now
@@ -88,12 +88,9 @@ class SlaMonitor:
     async def mark_published(self, event_ids: list[str]) -> None:
         if not event_ids:
             return
-        table = schema.sla_notifications
         async with transaction(self.engine) as connection:
-            await connection.execute(
-                update(table).where(and_(table.c.event_id == bindparam("b_event_id"))).values(published=True),
-                [{"b_event_id": event_id} for event_id in event_ids],
-            )
+            await bulk.update_rows(connection, schema.sla_notifications, ("event_id",), ("published",),
+                                   [{"event_id": event_id, "published": True} for event_id in event_ids])
 
     async def _unpublished(self, connection) -> list[EventEnvelope]:  # type: ignore[no-untyped-def]
         notifications, log = schema.sla_notifications, schema.event_log
