@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from actors.naming import consumer_actor_name, pool_actor_name
-from actors.runtime import configure_logging
+from actors.runtime import configure_logging, settle_garbage_collector
 from pipeline.kafka import StageConsumerLoop, make_consumer, make_producer
 from pipeline.records import BatchResult, InboundRecord
 from pipeline.routing import input_topic
@@ -57,6 +57,7 @@ class StageConsumerActor:
         )
         self._stopped = asyncio.Event()
         self._task = asyncio.get_event_loop().create_task(self._run())
+        settle_garbage_collector()
         log.info(
             "Initialized %sWorker worker: topics=[%r], group_id=%s, concurrency=%d",
             stage.capitalize() if stage != "sla_monitor" else "SLAMonitor", topic, group_id, len(self._pools),

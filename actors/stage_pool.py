@@ -12,7 +12,7 @@ import logging
 
 import ray
 
-from actors.runtime import configure_logging, database_engine
+from actors.runtime import configure_logging, database_engine, settle_garbage_collector
 from actors.triage_pool import ServeTriageBackend
 from pipeline.kafka import SKIPPED, SequenceGate
 from pipeline.packs import PackRegistry, load_packs
@@ -36,6 +36,7 @@ class StagePoolActor:
         self._processor = BatchProcessor(_stage(settings, stage, packs), self._engine, settings, packs)
         self._gate = SequenceGate()
         log.info("Initialized %sStagePool actor %d", stage.capitalize(), index)
+        settle_garbage_collector()
 
     def process(self, consumer_id: str, sequence: int, floor: int, records: list[InboundRecord]) -> BatchResult | str:
         if not self._gate.admit(consumer_id, sequence, floor):

@@ -42,7 +42,14 @@ from benchmarks import profiling
 from benchmarks.measure import collect, statement_stats, wait_until_done
 from benchmarks.publisher import prepare_events, publish_paced
 from benchmarks.report import analyse, markdown
-from benchmarks.resources import AutogroupBoost, ResourceSampler, busiest, process_groups, summarise
+from benchmarks.resources import (
+    POSTGRES_GROUPS,
+    AutogroupBoost,
+    ResourceSampler,
+    busiest,
+    process_groups,
+    summarise,
+)
 from benchmarks.services import BenchServices, asyncpg_dsn
 from cluster import platform
 from pipeline.packs import load_packs
@@ -282,7 +289,7 @@ def _start_sampling(args: argparse.Namespace, started: _Started) -> dict[int, st
     broker_pid = started.services.broker.pid if started.services.broker else None
     if args.nice:
         # The machine's PostgreSQL is not ours to reprioritise (other users share it).
-        started.boost = AutogroupBoost(args.nice, exclude_groups=frozenset({"postgres"} if args.database_url else ()))
+        started.boost = AutogroupBoost(args.nice, exclude_groups=frozenset(POSTGRES_GROUPS if args.database_url else ()))
     started.sampler = ResourceSampler(
         lambda: process_groups(driver_pid=os.getpid(), actor_pids=actor_pids, broker_pid=broker_pid,
                                postmaster_pid=postmaster_pid),

@@ -12,6 +12,7 @@ that touched them: its figure is an upper bound.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -32,13 +33,9 @@ def process_groups(*, driver_pid: int, actor_pids: dict[int, str], broker_pid: i
         groups["broker (tansu)"] = [broker_pid]
         claimed.add(broker_pid)
     if postmaster_pid is not None:
-        try:
-            postmaster = psutil.Process(postmaster_pid)
-            pids = [postmaster_pid, *(child.pid for child in postmaster.children(recursive=True))]
-        except psutil.Error:
-            pids = []
-        groups["postgres"] = pids
-        claimed.update(pids)
+        for group, pids in _postgres_groups(postmaster_pid).items():
+            groups[group] = pids
+            claimed.update(pids)
     for pid, name in actor_pids.items():
         groups.setdefault(name, []).append(pid)
         claimed.add(pid)
@@ -55,6 +52,38 @@ def process_groups(*, driver_pid: int, actor_pids: dict[int, str], broker_pid: i
             continue
         groups.setdefault(group, []).append(child.pid)
     return groups
+
+
+POSTGRES_GROUPS = ("postgres: backends", "postgres: autovacuum", "postgres: background")
+
+
+def _postgres_groups(postmaster_pid: int) -> Groups:
+    """PostgreSQL's processes in three groups: the backends serving the platform's connections,
+    autovacuum (its launcher and workers), and the rest (postmaster, WAL writer, checkpointer, ...)."""
+    backends, autovacuum, background = POSTGRES_GROUPS
+    groups: Groups = {backends: [], autovacuum: [], background: [postmaster_pid]}
+    try:
+        children = psutil.Process(postmaster_pid).children(recursive=True)
+    except psutil.Error:
+        return groups
+    for child in children:
+        try:
+            title = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "autovacuum" in title:
+            groups[autovacuum].append(child.pid)
+        elif _BACKGROUND_PROCESS.search(title):
+            groups[background].append(child.pid)
+        else:
+            groups[backends].append(child.pid)
+    return groups
+
+
+# Titles PostgreSQL gives its own processes (`postgres: walwriter`, ...); a backend's title names
+# its user, database and client instead.
+_BACKGROUND_PROCESS = re.compile(r"postgres: (checkpointer|background writer|walwriter|wal writer|logical replication|"
+                                 r"archiver|stats collector|io worker|walsummarizer|startup|logger)")
 
 
 def _ray_process_group(process: psutil.Process) -> str:

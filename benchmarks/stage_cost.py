@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 from pydantic import SecretStr
 
+from actors.runtime import settle_garbage_collector
 from benchmarks.measure import statement_stats
 from benchmarks.publisher import prepare_events
 from benchmarks.services import BenchServices, asyncpg_dsn
@@ -75,7 +76,7 @@ async def _prepare(settings: Settings) -> None:
 
 
 def measure(settings: Settings, count: int, batch_size: int, seed: int, postmaster_pid: int | None,
-            profiler: cProfile.Profile | None) -> dict[str, Any]:
+            profiler: cProfile.Profile | None, *, settle_gc: bool = True) -> dict[str, Any]:
     packs = load_packs(settings.pack_dir)
     loop = asyncio.new_event_loop()
     assert settings.database.url is not None
@@ -89,6 +90,8 @@ def measure(settings: Settings, count: int, batch_size: int, seed: int, postmast
         queues["intake"].append(InboundRecord(topic, 0, offsets[topic], event.key, event.value, event.headers))
         offsets[topic] += 1
     totals = {stage: defaultdict(float) for stage in STAGE_NAMES}
+    if settle_gc:
+        settle_garbage_collector()  # as the stage actors do once constructed
     try:
         while any(queues.values()):
             for stage in STAGE_NAMES:
@@ -149,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="events per batch (default 500)")
     parser.add_argument("--seed", type=int, default=20261129)
     parser.add_argument("--database-url", help="admin URL of the machine's PostgreSQL (default: embedded)")
+    parser.add_argument("--python-gc-defaults", action="store_true",
+                        help="keep Python's garbage-collector thresholds instead of the stage actors' ones")
     parser.add_argument("--profile", action="store_true", help="cProfile the stage code; print the top functions")
     parser.add_argument("--statement-stats", action="store_true", help="embedded only: report pg_stat_statements")
     parser.add_argument("--name", default=None, help="result name (default stage-cost-b<batch>)")
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             database={"url": SecretStr(url), "pool_size": 2},  # type: ignore[arg-type]
         )
         asyncio.run(_prepare(settings))
-        result = measure(settings, args.count, args.batch, args.seed, services.postmaster_pid(), profiler)
+        result = measure(settings, args.count, args.batch, args.seed, services.postmaster_pid(), profiler,
+                         settle_gc=not args.python_gc_defaults)
         if services.statement_stats:
             result["postgres_statements"] = asyncio.run(statement_stats(asyncpg_dsn(url), limit=20))
     finally:

@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from pipeline.errors import ConfigurationError, KafkaUnavailableError, SentinaiError
+from pipeline.kafka.partitioner import partition_for_key
 from pipeline.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def make_producer(settings: KafkaSettings, bootstrap: str, client_id: str) -> AI
         max_batch_size=256 * 1024,
         max_request_size=settings.max_request_size,
         request_timeout_ms=30_000,
+        partitioner=partition_for_key,
     )
 
 
