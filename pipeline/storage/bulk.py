@@ -11,7 +11,8 @@ array per column instead, so:
 
 The SQL is built from the `schema` tables once per (table, columns) and cached. Values go to
 asyncpg as they are, except JSON columns (encoded here with pydantic_core; `None` is SQL NULL) and
-array columns, which cannot be unnested as 2-D arrays: they travel as JSON and are rebuilt in SQL.
+array columns, which cannot be unnested as 2-D arrays: each travels as the text of an array literal
+and is cast back in SQL (a cast per row, where rebuilding it from JSON took a subquery per row).
 Statements run through `exec_driver_sql`, so they join the caller's transaction.
 """
 
@@ -34,9 +35,19 @@ def json_text(value: Any) -> str | None:
     return None if value is None else pydantic_core.to_json(value).decode()
 
 
+def array_literal(values: Sequence[Any] | None) -> str | None:
+    """An array column's value as the text of a PostgreSQL array literal (None is SQL NULL)."""
+    if values is None:
+        return None
+    items = ("NULL" if value is None else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
+    return "{" + ",".join(items) + "}"
+
+
 def _array_type(table: Table, name: str) -> str:
     column_type = table.c[name].type
-    if isinstance(column_type, (JSON, ARRAY)):
+    if isinstance(column_type, ARRAY):
+        return "text[]"
+    if isinstance(column_type, JSON):
         return "jsonb[]"
     if isinstance(column_type, LargeBinary):
         return "bytea[]"
@@ -47,13 +58,15 @@ def _value_expression(table: Table, name: str) -> str:
     """How a column's value is read from the unnested row `v`."""
     column_type = table.c[name].type
     if isinstance(column_type, ARRAY):
-        item_type = column_type.item_type.compile(dialect=_DIALECT)
-        return f"ARRAY(SELECT jsonb_array_elements_text(v.{_quote(name)}))::{item_type}[]"
+        return f"v.{_quote(name)}::{column_type.item_type.compile(dialect=_DIALECT)}[]"
     return f"v.{_quote(name)}"
 
 
 def _encoder(table: Table, name: str) -> Any:
-    if isinstance(table.c[name].type, (JSON, ARRAY)):
+    column_type = table.c[name].type
+    if isinstance(column_type, ARRAY):
+        return array_literal
+    if isinstance(column_type, JSON):
         return json_text
     return None
 

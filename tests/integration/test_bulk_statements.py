@@ -31,6 +31,26 @@ def _exception_row(exception_id: str, attributes: dict[str, object]) -> dict[str
             "policy_reasons": None, "created_at": _NOW, "updated_at": _NOW}
 
 
+def test_array_elements_survive_the_literal_they_travel_in(database: str) -> None:
+    awkward = ['plain', 'with "quotes"', "back\\slash", "comma,brace}{", " spaced ", "", "NULL", "é☃"]
+
+    async def scenario() -> None:
+        engine = create_engine(database, DatabaseSettings())
+        try:
+            async with engine.connect() as connection:
+                await bulk.insert_rows(connection, schema.event_processing_log,
+                                       [_processing_row("arr1", "completed", awkward), _processing_row("arr2", "completed", [])],
+                                       conflict=bulk.do_nothing())
+                rows = await bulk.select_by_keys(connection, schema.event_processing_log, ("worker_type", "event_id"),
+                                                 [("triage", "arr1"), ("triage", "arr2")], columns=("event_id", "output_event_ids"))
+                assert {row.event_id: row.output_event_ids for row in rows} == {"arr1": awkward, "arr2": []}
+                await connection.rollback()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
 def test_rows_written_in_one_statement_read_back_exactly(database: str) -> None:
     async def scenario() -> None:
         engine = create_engine(database, DatabaseSettings())
