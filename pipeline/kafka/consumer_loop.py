@@ -13,13 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline.kafka.lanes import Lane, Submit, lane_for
 from pipeline.kafka.offsets import OffsetTracker
-from pipeline.records import BatchResult, InboundRecord
+from pipeline.kafka.partitioner import partition_for_key
+from pipeline.records import BatchResult, InboundRecord, OutboundRecord
 from pipeline.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -202,16 +204,39 @@ class StageConsumerLoop:
             return
         while True:
             try:
-                deliveries = [
-                    await self.producer.send(out.topic, out.value, key=out.key, headers=list(out.headers))
-                    for out in result.outputs
-                ]
-                await asyncio.gather(*deliveries)
+                await asyncio.gather(*await self._send_in_batches(result.outputs))
                 self.stats.outputs_produced += len(result.outputs)
                 return
             except Exception as error:  # noqa: BLE001 - outputs are recorded; retrying can only duplicate, never lose
                 log.warning("%s: producing %d outputs failed, retrying in 1s: %s", self.name, len(result.outputs), error)
                 await asyncio.sleep(1.0)
+
+    async def _send_in_batches(self, outputs: list[OutboundRecord]) -> list[asyncio.Future[Any]]:
+        """Queue `outputs` as one record batch per partition; the futures resolve when acknowledged.
+
+        `producer.send()` per record cost ~20 µs of Python each (metadata checks, partition lists,
+        a future per record): a quarter of a consumer's CPU at saturation. The partition is the
+        producer's own choice for the key (`partition_for_key`), so the records land where `send()`
+        would have put them, in the same order."""
+        builders: dict[tuple[str, int], Any] = {}
+        deliveries: list[asyncio.Future[Any]] = []
+        partitions: dict[str, list[int]] = {}
+        for out in outputs:
+            if out.topic not in partitions:
+                partitions[out.topic] = sorted(await self.producer.partitions_for(out.topic))
+            topic_partitions = partitions[out.topic]
+            target = (out.topic, partition_for_key(out.key, topic_partitions, topic_partitions))
+            builder = builders.get(target)
+            if builder is None:
+                builder = builders[target] = self.producer.create_batch()
+            if builder.append(key=out.key, value=out.value, timestamp=None, headers=list(out.headers)) is None:
+                # Full (max_batch_size): send it, and start the partition's next batch with this record.
+                deliveries.append(await self.producer.send_batch(builder, target[0], partition=target[1]))
+                builder = builders[target] = self.producer.create_batch()
+                builder.append(key=out.key, value=out.value, timestamp=None, headers=list(out.headers))
+        for (topic, partition), builder in builders.items():
+            deliveries.append(await self.producer.send_batch(builder, topic, partition=partition))
+        return deliveries
 
     async def _commit(self) -> None:
         commits = self.tracker.take_commits()

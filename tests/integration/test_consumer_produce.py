@@ -1,0 +1,85 @@
+"""A stage consumer's outputs, produced as one record batch per partition, against the real broker:
+every record lands where Kafka's default partitioner puts its key, once, in order, with its headers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+
+from cluster.embedded.broker import BundledBroker
+from pipeline.kafka import StageConsumerLoop, make_consumer, make_producer
+from pipeline.records import BatchResult, OutboundRecord
+from pipeline.settings import KafkaSettings
+
+pytestmark = pytest.mark.integration
+
+_PARTITIONS = 4
+
+
+async def _create_topics(bootstrap: str, *topics: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=_PARTITIONS, replication_factor=1) for topic in topics])
+    finally:
+        await admin.close()
+
+
+async def _read_all(bootstrap: str, topic: str, expected: int) -> list:  # type: ignore[type-arg]
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    records = []
+    try:
+        async with asyncio.timeout(30):
+            while len(records) < expected:
+                fetched = await consumer.getmany(timeout_ms=500)
+                records += [record for batch in fetched.values() for record in batch]
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_outputs_land_on_the_default_partitioners_partition_in_order(broker: BundledBroker) -> None:
+    bootstrap = broker.start()
+    run = uuid.uuid4().hex[:8]
+    first, second = f"produce-a-{run}", f"produce-b-{run}"
+    await _create_topics(bootstrap, first, second)
+    settings = KafkaSettings()
+    producer = make_producer(settings, bootstrap, "test-producer")
+    loop = StageConsumerLoop(
+        name="test", consumer=make_consumer(settings, bootstrap, f"group-{run}", "test-consumer"), producer=producer,
+        topic=first, submit=None, lanes=1, max_in_flight_per_lane=1, max_batch_events=500, fetch_timeout_ms=50,  # type: ignore[arg-type]
+    )
+    # 2 KB values: 600 records are ~1.2 MB, so each partition needs several 256 KB batches.
+    keys = [f"FIN_ACME:EXC-{index}".encode() for index in range(40)]
+    outputs = [
+        OutboundRecord(topic, keys[index % len(keys)], f"{index:06d}".encode() + b"x" * 2048, (("event_type", b"Test"), ("seq", str(index).encode())))
+        for index in range(600) for topic in (first, second)
+    ]
+    await producer.start()
+    try:
+        await loop._produce(BatchResult(outputs=outputs))
+    finally:
+        await producer.stop()
+        await loop.consumer.stop()
+
+    partitions = list(range(_PARTITIONS))
+    for topic in (first, second):
+        records = await _read_all(bootstrap, topic, 600)
+        assert len(records) == 600
+        sequences_by_key: dict[bytes, list[int]] = defaultdict(list)
+        for record in records:
+            assert record.partition == DefaultPartitioner()(record.key, partitions, partitions)
+            headers = dict(record.headers)
+            assert headers["event_type"] == b"Test"
+            assert int(record.value[:6]) == int(headers["seq"])
+            sequences_by_key[record.key].append(int(headers["seq"]))
+        assert sorted(sequences_by_key) == sorted(keys)
+        for sequences in sequences_by_key.values():
+            assert sequences == sorted(sequences)  # one key's records in the order they were produced
