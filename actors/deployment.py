@@ -117,7 +117,7 @@ def _quietly(call: Any) -> None:
 # Batches and their results cross Ray inside the call, not through the object store. Above Ray's
 # default of 100 KB an argument or result is put in the object store (a batch of 300 events is
 # ~300 KB): at 1,000 exceptions/s offered that cost the raylet 5 % of a core and every call a put and
-# a fetch; inline, the sustained rate went from 560 to 630/s (docs/benchmarks.md). Set per actor, so
+# a fetch; inline, the sustained rate went from 560 to 638/s (docs/benchmarks.md). Set per actor, so
 # it holds on any cluster without changing how Ray was started there (the job's runtime_env merges).
 _INLINE_BATCH_BYTES = 8 * 1024 * 1024
 _INLINE_BATCHES = {"env_vars": {"RAY_max_direct_call_object_size": str(_INLINE_BATCH_BYTES)}}

@@ -75,7 +75,11 @@ class StageSettings(_Frozen):
     consumers: int = Field(default=1, ge=1, le=256, description="consumer actors in the stage's group")
     concurrency: int = Field(default=1, ge=1, le=256, description="stage pool actors")
     group_id: str | None = Field(default=None, description="consumer group; default `<stage>-workers`")
-    max_in_flight_batches: int = Field(default=4, ge=1, le=1024, description="per consumer; beyond it partitions pause")
+    # One batch at a time per lane: while the pool works, records gather (in the fetch buffer, and in
+    # Kafka once the partitions pause) into the next, larger batch. Deeper queues of small batches
+    # cost more CPU per event: at 500/s on two cores, p99 7.2 s with 4, 4.3 s with 2, 2.5 s with 1,
+    # and 1 sustained the most at 1,000/s offered (docs/benchmarks.md).
+    max_in_flight_batches: int = Field(default=1, ge=1, le=1024, description="per consumer; beyond it partitions pause")
     max_batch_events: int = Field(default=500, ge=1, le=100_000, description="events per Ray call at most")
     actor_num_cpus: float = Field(default=0.1, ge=0, le=64)
     actor_num_gpus: float = Field(default=0, ge=0, le=8)
