@@ -20,11 +20,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
 from cluster.embedded.broker import BundledBroker
 from cluster.embedded.ports import free_port
-from pipeline.kafka import StageConsumerLoop, make_consumer, make_producer
+from pipeline.kafka import StageConsumerLoop, ensure_topics, make_consumer, make_producer
 from pipeline.records import BatchResult, OutboundRecord
 from pipeline.settings import KafkaSettings
 
@@ -34,13 +32,8 @@ _ROUNDS = 2  # each way twice, interleaved, so a slow moment of the machine does
 
 
 async def _measure(bootstrap: str, batches: int, records: int, value_bytes: int) -> dict[str, Any]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(_TOPIC, num_partitions=_PARTITIONS, replication_factor=1)])
-    finally:
-        await admin.close()
-    settings = KafkaSettings()
+    settings = KafkaSettings(partitions=_PARTITIONS)
+    await ensure_topics(settings, bootstrap, [_TOPIC])
     producer = make_producer(settings, bootstrap, "produce-cost")
     loop = StageConsumerLoop(
         name="produce-cost", consumer=make_consumer(settings, bootstrap, "produce-cost", "produce-cost"), producer=producer,

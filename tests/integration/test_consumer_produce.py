@@ -9,26 +9,16 @@ from collections import defaultdict
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from cluster.embedded.broker import BundledBroker
-from pipeline.kafka import StageConsumerLoop, make_consumer, make_producer
+from pipeline.kafka import StageConsumerLoop, ensure_topics, make_consumer, make_producer
 from pipeline.records import BatchResult, OutboundRecord
 from pipeline.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
 _PARTITIONS = 4
-
-
-async def _create_topics(bootstrap: str, *topics: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=_PARTITIONS, replication_factor=1) for topic in topics])
-    finally:
-        await admin.close()
 
 
 async def _read_all(bootstrap: str, topic: str, expected: int) -> list:  # type: ignore[type-arg]
@@ -49,8 +39,8 @@ async def test_outputs_land_on_the_default_partitioners_partition_in_order(broke
     bootstrap = broker.start()
     run = uuid.uuid4().hex[:8]
     first, second = f"produce-a-{run}", f"produce-b-{run}"
-    await _create_topics(bootstrap, first, second)
-    settings = KafkaSettings()
+    settings = KafkaSettings(partitions=_PARTITIONS)
+    await ensure_topics(settings, bootstrap, [first, second])
     producer = make_producer(settings, bootstrap, "test-producer")
     loop = StageConsumerLoop(
         name="test", consumer=make_consumer(settings, bootstrap, f"group-{run}", "test-consumer"), producer=producer,
