@@ -188,6 +188,23 @@ def _with_local_broker(settings: Settings) -> Settings:
     return settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})})
 
 
+class StopRequest:
+    """What SIGTERM and Ctrl-C set, for the foreground commands to stop gracefully.
+
+    A signal handler runs in the main thread between any two bytecodes, also while that thread
+    holds the event's internal lock (inside `Event.wait`). Setting the event right there waits for
+    that lock forever: `sentinai up` hung when two signals came at once (a process manager and
+    `timeout` both signalling). So the handler only logs and leaves the setting to a thread."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.event = threading.Event()
+        self._grace_s = grace_s
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        log.info("received %s: stopping gracefully (grace %.0fs)", signal.Signals(signum).name, self._grace_s)
+        threading.Thread(target=self.event.set, name="stop-request", daemon=True).start()
+
+
 def _run_foreground(
     settings: Settings, stages: tuple[str, ...], *, sla_monitor: bool, demo_rate: float, prepare: bool = True
 ) -> int:
@@ -195,11 +212,7 @@ def _run_foreground(
 
     from cluster import platform
 
-    stop_requested = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("received %s: stopping gracefully (grace %.0fs)", signal.Signals(signum).name, settings.shutdown_grace_s)
-        stop_requested.set()
+    stop = StopRequest(settings.shutdown_grace_s)
 
     # `sentinai worker` joins a running platform: it uses its services and leaves them running.
     settings, services = platform.resolve_services(settings, adopt_only=not prepare)
@@ -210,8 +223,8 @@ def _run_foreground(
         if prepare:
             asyncio.run(platform.prepare_storage_and_topics(settings))
         platform.connect_ray(settings)
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, stop.on_signal)
+        signal.signal(signal.SIGTERM, stop.on_signal)
         deployment = platform.deploy(settings, stages, sla_monitor=sla_monitor)
         if services.broker is not None and services.broker_is_fresh:
             # A fresh in-memory broker holds none of what the last run had in flight: rebuild it.
@@ -224,12 +237,12 @@ def _run_foreground(
         log.info("platform running: stages=%s kafka=%s; Ctrl-C to stop", ",".join(stages) or "-",
                  settings.kafka.bootstrap_servers)
         if demo_rate > 0:
-            demo = _start_demo_thread(settings, demo_rate, stop_requested)
-        while not stop_requested.wait(timeout=30):
+            demo = _start_demo_thread(settings, demo_rate, stop.event)
+        while not stop.event.wait(timeout=30):
             _log_progress(deployment)
         return 0
     finally:
-        stop_requested.set()
+        stop.event.set()
         if demo is not None:
             demo.join(timeout=15)
         if serve_handle is not None:
