@@ -43,12 +43,13 @@ class BatchMetrics:
             self.buckets[(worker_type, event_type, le)] += 1
             self.sums[(worker_type, event_type)] += max(0.0, latency_s)
 
-    async def flush(self, connection: AsyncConnection) -> None:
+    def flush(self, writes: bulk.WriteBatch) -> None:
+        """Queue the batch's counts, to be sent with the batch's other writes."""
         # Sorted, so concurrent batches lock the shared counter rows in the same order (no deadlock).
         if self.counters:
             table = schema.metric_counters
             rows = [dict(zip(_COUNTER_COLUMNS, key, strict=True), value=value) for key, value in sorted(self.counters.items())]
-            await bulk.insert_rows(connection, table, rows, conflict=bulk.do_update(table, _COUNTER_COLUMNS, ("value",), increment=True))
+            writes.insert_rows(table, rows, conflict=bulk.do_update(table, _COUNTER_COLUMNS, ("value",), increment=True))
         if self.buckets:
             merged: dict[tuple[str, str, float], list[float]] = defaultdict(lambda: [0, 0.0])
             for key, count in self.buckets.items():
@@ -59,7 +60,7 @@ class BatchMetrics:
             rows = [{"worker_type": w, "event_type": e, "le": le, "count": int(c), "sum_seconds": total}
                     for (w, e, le), (c, total) in sorted(merged.items())]
             conflict = bulk.do_update(table, ("worker_type", "event_type", "le"), ("count", "sum_seconds"), increment=True)
-            await bulk.insert_rows(connection, table, rows, conflict=conflict)
+            writes.insert_rows(table, rows, conflict=conflict)
 
 
 _COUNTER_COLUMNS = ("name", "worker_type", "event_type", "tenant_id", "status", "error_type")

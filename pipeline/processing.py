@@ -5,10 +5,10 @@
    processed again; its recorded outputs are re-published instead (a crash between commit and
    produce loses nothing).
 3. `Stage.prepare` (slow I/O, no transaction), then one transaction: `load`, `handle` each new event
-   in order, flush the stage's writes, record outputs in `event_log`, the outcome of every event in
-   `event_processing_log` and bad events in `dead_letter_queue`. If another worker recorded one of
-   these events meanwhile, the transaction is rolled back and the batch retried (it will then see
-   them as done).
+   in order, then one statement with every write: the stage's rows, outputs in `event_log`, the
+   outcome of every event in `event_processing_log`, bad events in `dead_letter_queue` and the
+   batch's metrics. If another worker recorded one of these events meanwhile, the transaction is
+   rolled back and the batch retried (it will then see them as done).
 4. Return the output records; the caller produces them and only then commits offsets.
 
 A transient error that concerns the whole batch (database down) propagates: the caller retries the
@@ -134,11 +134,13 @@ class BatchProcessor:
             log.warning("dead-lettering %s topic=%s partition=%s offset=%s: %s: %s", event.log_context(),
                         record.topic, record.partition, record.offset, error.error_type, error)
         now = self.clock()
+        writes = bulk.WriteBatch()
+        self._record_dead_letters(writes, [rejected], now)
+        stat = EventStat(event.event_type if event else "unknown", event.tenant_id if event else "unknown",
+                         "dead_lettered", 0.0, error.error_type)
+        self._metrics([stat]).flush(writes)
         async with transaction(self.engine) as connection:
-            await self._record_dead_letters(connection, [rejected], now)
-            stat = EventStat(event.event_type if event else "unknown", event.tenant_id if event else "unknown",
-                             "dead_lettered", 0.0, error.error_type)
-            await self._metrics([stat]).flush(connection)
+            await writes.execute(connection)
         return BatchResult(outputs=self._dead_letter_records([rejected]), stats=[stat])
 
     async def _process_batch(self, records: Sequence[InboundRecord]) -> BatchResult:
@@ -149,7 +151,7 @@ class BatchProcessor:
             events, rejected = self._decode(records)  # a tenant created since the last refresh
         event_ids = [event.event_id for event, _ in events]
         state = BatchState(now=self.clock())
-        if self.stage.prepares:
+        if self.stage.slow_prepare:
             # Slow I/O must not hold a transaction open: find what is already done first, in a short
             # transaction of its own, so nothing is prepared (a tool run) twice.
             async with transaction(self.engine) as connection:
@@ -158,13 +160,16 @@ class BatchProcessor:
             await self.stage.prepare([event for event, _ in fresh], state)
         try:
             async with transaction(self.engine) as connection:
-                if not self.stage.prepares:
+                if not self.stage.slow_prepare:
                     known = await self._load_known(connection, event_ids)
                     fresh, replays = _split(events, known)
-                outcome = await self._apply(connection, fresh, rejected, known, state)
+                    await self.stage.prepare([event for event, _ in fresh], state)
+                writes = bulk.WriteBatch()
+                outcome = await self._apply(connection, writes, fresh, rejected, known, state)
                 replayed = await self._recorded_outputs(connection, [known[e.event_id] for e in replays])
                 stats = self._stats(outcome, replays, state.now, elapsed_s=time.perf_counter() - started, count=len(records))
-                await self._metrics(stats).flush(connection)
+                self._metrics(stats).flush(writes)
+                await self._record_processing(connection, writes, outcome.processing_rows)
         except SentinaiError:
             raise
         except Exception as error:  # a driver error raised outside `transaction`'s own wrapping
@@ -258,14 +263,16 @@ class BatchProcessor:
     async def _apply(
         self,
         connection: AsyncConnection,
+        writes: bulk.WriteBatch,
         fresh: list[tuple[EventEnvelope, InboundRecord]],
         rejected: list[Rejected],
         known: dict[str, _Known],
         state: BatchState,
     ) -> _Outcome:
+        """Load, handle every fresh event, and queue the batch's writes (but the processing log's)."""
         outcome = _Outcome(dead_lettered=list(rejected))
         await self.stage.load(connection, [event for event, _ in fresh], state)
-        processing_rows: list[dict[str, Any]] = []
+        processing_rows = outcome.processing_rows
         for event, record in fresh:
             event_started = time.perf_counter()
             previous_retries = known[event.event_id].retry_count if event.event_id in known else 0
@@ -309,10 +316,9 @@ class BatchProcessor:
             row["output_event_ids"] = [output.event_id for output in outputs]
             row["duration_ms"] = (time.perf_counter() - event_started) * 1000
             processing_rows.append(row)
-        await state.flush(connection)
-        await self._record_events(connection, fresh, outcome.outputs)
-        await self._record_dead_letters(connection, outcome.dead_lettered, state.now)
-        await self._record_processing(connection, processing_rows, known)
+        state.flush(writes)
+        self._record_events(writes, fresh, outcome.outputs)
+        self._record_dead_letters(writes, outcome.dead_lettered, state.now)
         return outcome
 
     async def _handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:
@@ -357,30 +363,35 @@ class BatchProcessor:
             "completed_at": now if status == "completed" else None,
         }
 
-    async def _record_processing(self, connection: AsyncConnection, rows: list[dict[str, Any]], known: dict[str, _Known]) -> None:
+    async def _record_processing(self, connection: AsyncConnection, writes: bulk.WriteBatch, rows: list[dict[str, Any]]) -> None:
+        """Send the batch's writes with its processing-log rows; fail if another worker claimed one."""
         if not rows:
+            await writes.execute(connection)
             return
         table = schema.event_processing_log
         columns = tuple(rows[0])
         conflict = bulk.do_update(table, (), tuple(c for c in columns if c not in ("event_id", "worker_type")),
                                   constraint="uq_event_processing_event_worker", where=_STILL_RETRYING)
-        claimed = {row.event_id for row in await bulk.insert_rows(connection, table, rows, conflict=conflict, returning=("event_id",))}
+        writes.insert_rows(table, rows, conflict=conflict, returning=("event_id",))
+        claimed = {row.event_id for row in await writes.execute(connection)}
         lost = [row["event_id"] for row in rows if row["event_id"] not in claimed]
         if lost:
             raise ConcurrentProcessingError(f"{len(lost)} event(s) were recorded by another worker, e.g. {lost[0]}")
 
-    async def _record_events(
-        self, connection: AsyncConnection, fresh: list[tuple[EventEnvelope, InboundRecord]], outputs: list[EventEnvelope]
+    def _record_events(
+        self, writes: bulk.WriteBatch, fresh: list[tuple[EventEnvelope, InboundRecord]], outputs: list[EventEnvelope]
     ) -> None:
         rows = [event_log_row(event, "source") for event, _ in fresh if event.event_type in _EXTERNAL_EVENT_TYPES]
         rows += [event_log_row(event, self.worker_type) for event in outputs]
-        await bulk.insert_rows(connection, schema.event_log, rows, conflict=bulk.do_nothing())
+        writes.insert_rows(schema.event_log, rows, conflict=bulk.do_nothing())
 
-    async def _record_dead_letters(self, connection: AsyncConnection, rejected: list[Rejected], now: datetime) -> None:
+    def _record_dead_letters(self, writes: bulk.WriteBatch, rejected: list[Rejected], now: datetime) -> None:
+        # The processing log's `failed` rows are for events that are not among the batch's completed
+        # or retrying ones, so they and `_record_processing`'s rows never share a key.
         if not rejected:
             return
         dlq_rows = [dead_letter_row(item, self.worker_type, now) for item in rejected]
-        await bulk.insert_rows(connection, schema.dead_letter_queue, dlq_rows, conflict=bulk.do_nothing())
+        writes.insert_rows(schema.dead_letter_queue, dlq_rows, conflict=bulk.do_nothing())
         failed_rows = [
             {
                 "event_id": row["event_id"],
@@ -402,7 +413,7 @@ class BatchProcessor:
         table = schema.event_processing_log
         conflict = bulk.do_update(table, (), ("status", "retry_count", "error_type", "error_message", "last_attempt_at"),
                                   constraint="uq_event_processing_event_worker", where=_STILL_RETRYING)
-        await bulk.insert_rows(connection, table, failed_rows, conflict=conflict)
+        writes.insert_rows(table, failed_rows, conflict=conflict)
 
     async def _recorded_outputs(self, connection: AsyncConnection, known: list[_Known]) -> list[EventEnvelope]:
         ids = [event_id for entry in known for event_id in entry.output_event_ids]
@@ -435,6 +446,7 @@ class _Outcome:
     outputs: list[EventEnvelope] = field(default_factory=list)
     completed: list[EventEnvelope] = field(default_factory=list)
     retrying: list[Rejected] = field(default_factory=list)
+    processing_rows: list[dict[str, Any]] = field(default_factory=list)  # completed and retrying events
 
 
 RETRY_ATTEMPT_HEADER = "x-sentinai-retry-attempt"

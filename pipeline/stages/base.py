@@ -1,7 +1,8 @@
 """What a stage is: batched loads, per-event logic over in-memory state, batched writes.
 
 A stage never commits per event. The batch processor (`pipeline.processing`) opens one transaction
-per batch, calls `load` once, `handle` for each new event in order, then `flush` once. `handle`
+per batch, calls `load` once, `handle` for each new event in order, then `flush` once, which queues
+the batch's writes for the processor to send in one statement with its own. `handle`
 works on the in-memory `BatchState` (so a later event of the same exception in the same batch sees
 an earlier one's changes) and returns the events to emit; it raises a `ValidationError` for an event
 that can never succeed (dead-lettered) or a `TransientError` to retry it later.
@@ -124,29 +125,31 @@ class BatchState:
         """Queue an idempotent insert (ON CONFLICT DO NOTHING)."""
         self._inserts[table.name].append(row)
 
-    async def flush(self, connection: AsyncConnection) -> None:
-        """Write the batch's changes: one statement per table and kind of change."""
-        await self._flush_new_exceptions(connection)
-        await self._flush_exception_updates(connection)
-        await self._flush_playbook_runs(connection)
+    def flush(self, writes: bulk.WriteBatch) -> None:
+        """Queue the batch's changes: one write per table and kind of change, for disjoint rows."""
+        self._flush_new_exceptions(writes)
+        self._flush_exception_updates(writes)
+        self._flush_playbook_runs(writes)
         for table_name, rows in self._inserts.items():
-            await bulk.insert_rows(connection, schema.metadata.tables[table_name], rows, conflict=bulk.do_nothing())
+            writes.insert_rows(schema.metadata.tables[table_name], rows, conflict=bulk.do_nothing())
 
-    async def _flush_new_exceptions(self, connection: AsyncConnection) -> None:
+    def _flush_new_exceptions(self, writes: bulk.WriteBatch) -> None:
         if not self._new_exceptions:
             return
         rows = [{**self.exceptions[key], "updated_at": self.now} for key in sorted(self._new_exceptions)]
         columns = _all_columns(rows)
         keep = {"tenant_id", "exception_id", "created_at"}
         conflict = bulk.do_update(schema.exceptions, ("tenant_id", "exception_id"), tuple(c for c in columns if c not in keep))
-        await bulk.insert_rows(connection, schema.exceptions, rows, conflict=conflict, columns=columns)
+        writes.insert_rows(schema.exceptions, rows, conflict=conflict, columns=columns)
 
-    async def _flush_exception_updates(self, connection: AsyncConnection) -> None:
+    def _flush_exception_updates(self, writes: bulk.WriteBatch) -> None:
+        # An exception new in this batch is written whole by `_flush_new_exceptions`, never here, and
+        # each updated exception falls in exactly one group: the writes touch disjoint rows.
         by_columns: dict[frozenset[str], list[ExceptionKey]] = defaultdict(list)
         for key, columns in self._dirty_exception_columns.items():
             if columns:
                 by_columns[frozenset(columns)].append(key)
-        for columns, keys in by_columns.items():
+        for columns, keys in sorted(by_columns.items(), key=lambda item: sorted(item[0])):
             changed = sorted(columns - {"updated_at"})
             ordered = (*changed, "updated_at")
             rows = []
@@ -157,16 +160,16 @@ class BatchState:
                 update = {column: row[column] for column in changed}
                 update.update(tenant_id=key[0], exception_id=key[1], updated_at=self.now)
                 rows.append(update)
-            await bulk.update_rows(connection, schema.exceptions, ("tenant_id", "exception_id"), ordered, rows)
+            writes.update_rows(schema.exceptions, ("tenant_id", "exception_id"), ordered, rows)
 
-    async def _flush_playbook_runs(self, connection: AsyncConnection) -> None:
+    def _flush_playbook_runs(self, writes: bulk.WriteBatch) -> None:
         if not self._dirty_playbook_runs:
             return
         rows = [{**self.playbook_runs[key], "updated_at": self.now} for key in sorted(self._dirty_playbook_runs)]
         keep = {"tenant_id", "exception_id", "started_at"}
         columns = _all_columns(rows)
         conflict = bulk.do_update(schema.playbook_runs, ("tenant_id", "exception_id"), tuple(c for c in columns if c not in keep))
-        await bulk.insert_rows(connection, schema.playbook_runs, rows, conflict=conflict, columns=columns)
+        writes.insert_rows(schema.playbook_runs, rows, conflict=conflict, columns=columns)
 
 
 # `select_by_keys` returns every column in table order; zipping with these is much cheaper than
@@ -199,16 +202,19 @@ class Stage(ABC):
 
     name: ClassVar[str]
     accepts: ClassVar[frozenset[EventType]]
-    # True when `prepare` does work (slow I/O): the processor then looks up finished events before
-    # it, in a transaction of its own, instead of inside the batch's one transaction.
-    prepares: ClassVar[bool] = False
+    # True when `prepare` does slow I/O (HTTP, a remote model): the processor then runs it before
+    # the batch's transaction, after looking up finished events in a short transaction of its own,
+    # so nothing is prepared twice and no transaction waits on I/O. False: `prepare` runs inside the
+    # batch's transaction, after that lookup, which saves the short transaction's round trips.
+    slow_prepare: bool = False
 
     def __init__(self, settings: Settings, packs: PackRegistry) -> None:
         self.settings = settings
         self.packs = packs
 
     async def prepare(self, events: list[EventEnvelope], state: BatchState) -> None:
-        """Slow I/O before the transaction opens (results go in `state.prepared`). Default: none."""
+        """Work on the whole batch before `handle` (results go in `state.prepared`): outside the
+        transaction when `slow_prepare`, else inside it. Default: none."""
         return None
 
     async def load(self, connection: AsyncConnection, events: list[EventEnvelope], state: BatchState) -> None:

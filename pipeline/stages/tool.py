@@ -47,7 +47,7 @@ class _Executed:
 class ToolStage(Stage):
     name = "tool"
     accepts = frozenset({EventType.TOOL_EXECUTION_REQUESTED})
-    prepares = True
+    slow_prepare = True  # HTTP tools
 
     def __init__(self, settings: Settings, packs: PackRegistry, http_client: httpx.AsyncClient | None = None) -> None:
         super().__init__(settings, packs)

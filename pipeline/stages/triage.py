@@ -16,14 +16,14 @@ from pipeline.triage import RulesBackend, TriageBackend, TriageDecision, TriageI
 class TriageStage(Stage):
     name = "triage"
     accepts = frozenset({EventType.EXCEPTION_NORMALIZED})
-    prepares = True
-
     def __init__(self, settings: Settings, packs: PackRegistry, backend: TriageBackend | None = None) -> None:
         super().__init__(settings, packs)
         self.backend = backend or RulesBackend()
+        # The pack's rules answer at once, in process; a model may take a while, or answer remotely.
+        self.slow_prepare = not isinstance(self.backend, RulesBackend)
 
     async def prepare(self, events: list[EventEnvelope], state: BatchState) -> None:
-        # Classify the whole batch at once, outside the transaction: model backends are slow.
+        # Classify the whole batch at once (outside the transaction for model backends: they are slow).
         inputs = [
             TriageInput(
                 tenant=self.packs.view(event.tenant_id),

@@ -14,10 +14,16 @@ asyncpg as they are, except JSON columns (encoded here with pydantic_core; `None
 array columns, which cannot be unnested as 2-D arrays: each travels as the text of an array literal
 and is cast back in SQL (a cast per row, where rebuilding it from JSON took a subquery per row).
 Statements run through `exec_driver_sql`, so they join the caller's transaction.
+
+A batch's writes need no answer until the last one (the processing log, whose `RETURNING` proves
+this worker claimed its events). `WriteBatch` queues them and sends them together as one statement,
+each as a data-modifying `WITH` clause: one round trip where a batch took five to eight (the
+statement overhead, on both sides, was a third of a small batch's cost).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -158,6 +164,83 @@ async def update_rows(
         return
     keys, names = tuple(key_columns), tuple(columns)
     await connection.exec_driver_sql(_update_sql(table, keys, names), _arrays(table, keys + names, rows))
+
+
+class WriteBatch:
+    """Writes queued during a transaction and sent as one statement by `execute`.
+
+    PostgreSQL runs every data-modifying `WITH` clause of a statement to completion, in the
+    statement's one snapshot, whether or not the statement refers to it. So the queued writes must
+    not depend on each other's effects, and no two may touch the same row (PostgreSQL would apply
+    only one). A batch queues one write per table and kind of change, for disjoint keys, which
+    satisfies both. At most one write may ask for `returning`: it becomes the main statement, and
+    `execute` answers its rows.
+    """
+
+    def __init__(self) -> None:
+        self._statements: list[tuple[str, tuple[list[Any], ...]]] = []
+        self._main: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._statements)
+
+    def insert_rows(
+        self,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        conflict: str,
+        returning: Sequence[str] = (),
+        columns: Sequence[str] | None = None,
+    ) -> None:
+        """Queue `insert_rows`; see there."""
+        if not rows:
+            return
+        if returning:
+            if self._main is not None:
+                raise ValueError("only one queued write can return rows")
+            self._main = len(self._statements)
+        names = tuple(columns if columns is not None else rows[0].keys())
+        self._statements.append((_insert_sql(table, names, conflict, tuple(returning)), _arrays(table, names, rows)))
+
+    def update_rows(
+        self, table: Table, key_columns: Sequence[str], columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Queue `update_rows`; see there."""
+        if not rows:
+            return
+        keys, names = tuple(key_columns), tuple(columns)
+        self._statements.append((_update_sql(table, keys, names), _arrays(table, keys + names, rows)))
+
+    async def execute(self, connection: AsyncConnection) -> list[Row[Any]]:
+        """Run every queued write in one statement, then forget them. Answers the rows returned by
+        the write that asked for `returning` (none if no write did)."""
+        statements, main = self._statements, self._main
+        self._statements, self._main = [], None
+        if not statements:
+            return []
+        if len(statements) == 1:
+            sql, parameters = statements[0]
+        else:
+            sql = _combined_sql(tuple(text for text, _ in statements), tuple(len(p) for _, p in statements),
+                                len(statements) - 1 if main is None else main)
+            parameters = tuple(array for _, arrays in statements for array in arrays)
+        result = await connection.exec_driver_sql(sql, parameters)
+        return list(result.all()) if main is not None else []
+
+
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+@lru_cache(maxsize=512)
+def _combined_sql(statements: tuple[str, ...], parameter_counts: tuple[int, ...], main: int) -> str:
+    """`WITH w0 AS (...), w1 AS (...) <main>`, parameters numbered in the order of `statements`."""
+    renumbered, offset = [], 0
+    for sql, count in zip(statements, parameter_counts, strict=True):
+        renumbered.append(_PARAMETER.sub(lambda match, shift=offset: f"${int(match.group(1)) + shift}", sql))
+        offset += count
+    clauses = ", ".join(f"w{index} AS ({sql})" for index, sql in enumerate(renumbered) if index != main)
+    return f"WITH {clauses} {renumbered[main]}"
 
 
 @lru_cache(maxsize=256)

@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import event
 
 from pipeline.settings import DatabaseSettings
 from pipeline.storage import bulk, schema
@@ -117,6 +118,76 @@ def test_key_lookup_probes_the_primary_key_even_with_stale_statistics(database: 
                 assert "Seq Scan on exceptions" not in plan and "Filter" not in plan, plan
                 rows = await bulk.select_by_keys(connection, schema.exceptions, ("tenant_id", "exception_id"), keys)
                 assert len(rows) == len(keys)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_queued_writes_go_in_one_statement_and_the_returning_one_answers(database: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database, DatabaseSettings())
+        table = schema.event_processing_log
+        claim = bulk.do_update(table, (), ("status",), constraint="uq_event_processing_event_worker",
+                               where="event_processing_log.status = 'retrying'")
+        statements: list[str] = []
+        try:
+            async with engine.begin() as connection:
+                await bulk.insert_rows(connection, schema.exceptions, [_exception_row("W1", {}), _exception_row("W2", {})],
+                                       conflict=bulk.do_nothing())
+                await bulk.insert_rows(connection, table, [_processing_row("done", "completed", [])], conflict=bulk.do_nothing())
+                writes = bulk.WriteBatch()
+                writes.update_rows(schema.exceptions, ("tenant_id", "exception_id"), ("status",),
+                                   [{"tenant_id": "FIN_ACME", "exception_id": "W1", "status": "resolved"}])
+                # The write that returns rows need not be queued last.
+                writes.insert_rows(table, [_processing_row("new", "completed", ["o1"]), _processing_row("done", "completed", [])],
+                                   conflict=claim, returning=("event_id",))
+                writes.insert_rows(schema.exceptions, [_exception_row("W2", {}), _exception_row("W3", {"k": "v"})],
+                                   conflict=bulk.do_update(schema.exceptions, ("tenant_id", "exception_id"), ("status", "attributes")))
+                with pytest.raises(ValueError):
+                    writes.insert_rows(table, [_processing_row("other", "completed", [])], conflict=claim, returning=("event_id",))
+                assert len(writes) == 3
+                sync = connection.sync_connection
+                assert sync is not None
+                def remember(conn: object, cursor: object, statement: str, *args: object) -> None:
+                    statements.append(statement)
+
+                event.listen(sync, "before_cursor_execute", remember)
+                claimed = await writes.execute(connection)
+                event.remove(sync, "before_cursor_execute", remember)
+                # "done" was already completed: not claimed, so not returned.
+                assert [row.event_id for row in claimed] == ["new"]
+                assert len(statements) == 1 and statements[0].startswith("WITH w0 AS (UPDATE")
+                assert len(writes) == 0 and await writes.execute(connection) == []
+                rows = await bulk.select_by_keys(connection, schema.exceptions, ("tenant_id", "exception_id"),
+                                                 [("FIN_ACME", "W1"), ("FIN_ACME", "W2"), ("FIN_ACME", "W3")],
+                                                 order_by=("exception_id",))
+                assert [(row.exception_id, row.status, row.attributes) for row in rows] == [
+                    ("W1", "resolved", {}), ("W2", "open", {}), ("W3", "open", {"k": "v"})]
+                outputs = await bulk.select_by_keys(connection, table, ("worker_type", "event_id"), [("triage", "new")],
+                                                    columns=("output_event_ids",))
+                assert [row.output_event_ids for row in outputs] == [["o1"]]
+                await connection.rollback()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_queued_write_fails_the_whole_statement(database: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database, DatabaseSettings())
+        try:
+            async with engine.connect() as connection:
+                writes = bulk.WriteBatch()
+                writes.insert_rows(schema.exceptions, [_exception_row("F1", {})], conflict=bulk.do_nothing())
+                writes.insert_rows(schema.event_processing_log, [{**_processing_row("bad", "completed", []), "status": None}],
+                                   conflict=bulk.do_nothing())  # status is NOT NULL
+                with pytest.raises(Exception, match="null value"):
+                    await writes.execute(connection)
+                await connection.rollback()
+                found = await bulk.select_by_keys(connection, schema.exceptions, ("tenant_id", "exception_id"), [("FIN_ACME", "F1")])
+                assert found == []
         finally:
             await engine.dispose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -87,6 +88,17 @@ def test_derive_gives_the_same_id_for_the_same_inputs() -> None:
     first = derive(envelope())
     again = derive(envelope(payload={"something": "else"}))  # the payload does not enter the id
     assert first.event_id == again.event_id == derived_event_id("evt-1", "intake", 0)
+
+
+def test_derived_ids_are_the_uuid5_ids_earlier_releases_recorded() -> None:
+    # Ids already in event_log must come out again on a re-run: the fast path is uuid5, bit for bit.
+    namespace = uuid.UUID("5e2f3b1a-7c4d-4e8f-9a6b-0d1c2e3f4a5b")
+    parents = ["evt-1", str(uuid.UUID(int=0)), "é/ü", "x" * 300, *(str(uuid.UUID(int=n * 7919 + 1)) for n in range(200))]
+    for parent in parents:
+        for stage, position in (("intake", 0), ("playbook", 3), ("tool", 12)):
+            expected = str(uuid.uuid5(namespace, f"{parent}/{stage}/{position}"))
+            assert derived_event_id(parent, stage, position) == expected
+    assert derived_event_id("evt-1", "intake", 0) == "188cdb18-00d2-5718-a29d-cec147bed8c0"
 
 
 def test_derive_ids_differ_by_stage_position_and_parent() -> None:
