@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -187,9 +188,13 @@ def _all_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
     return columns
 
 
-async def load_exceptions(connection: AsyncConnection, keys: set[ExceptionKey]) -> dict[ExceptionKey, dict[str, Any]]:
-    rows = await bulk.select_by_keys(connection, schema.exceptions, ("tenant_id", "exception_id"), sorted(keys))
-    return {(row.tenant_id, row.exception_id): dict(zip(_EXCEPTION_COLUMNS, row, strict=True)) for row in rows}
+async def load_exceptions(
+    connection: AsyncConnection, keys: set[ExceptionKey], columns: Sequence[str] | None = None,
+) -> dict[ExceptionKey, dict[str, Any]]:
+    """The exception rows of `keys`: every column, or the keys and `columns`."""
+    names = _EXCEPTION_COLUMNS if columns is None else ("tenant_id", "exception_id", *columns)
+    rows = await bulk.select_by_keys(connection, schema.exceptions, ("tenant_id", "exception_id"), sorted(keys), columns=names)
+    return {(row[0], row[1]): dict(zip(names, row, strict=True)) for row in rows}
 
 
 async def load_playbook_runs(connection: AsyncConnection, keys: set[ExceptionKey]) -> dict[ExceptionKey, dict[str, Any]]:
@@ -207,6 +212,10 @@ class Stage(ABC):
     # so nothing is prepared twice and no transaction waits on I/O. False: `prepare` runs inside the
     # batch's transaction, after that lookup, which saves the short transaction's round trips.
     slow_prepare: bool = False
+    # The exception columns `handle` reads, besides the keys (None: all of them). The description and
+    # the attributes are the widest: fetching and decoding them for a stage that never reads them
+    # cost PostgreSQL and the pool more than anything else in `load`.
+    exception_columns: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, settings: Settings, packs: PackRegistry) -> None:
         self.settings = settings
@@ -218,9 +227,10 @@ class Stage(ABC):
         return None
 
     async def load(self, connection: AsyncConnection, events: list[EventEnvelope], state: BatchState) -> None:
-        """Load the rows `handle` needs, in as few queries as possible. Default: the exceptions."""
+        """Load the rows `handle` needs, in as few queries as possible. Default: the exceptions
+        (their `exception_columns`)."""
         keys = {(event.tenant_id, event.exception_id) for event in events}
-        state.exceptions.update(await load_exceptions(connection, keys))
+        state.exceptions.update(await load_exceptions(connection, keys, self.exception_columns))
 
     @abstractmethod
     async def handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:

@@ -13,6 +13,7 @@ from pipeline.storage import bulk, schema
 class FeedbackStage(Stage):
     name = "feedback"
     accepts = frozenset({EventType.PLAYBOOK_COMPLETED, EventType.EXCEPTION_ESCALATED})
+    exception_columns = ("created_at", "resolved_at", "exception_type", "severity", "playbook_id")
 
     async def load(self, connection: Any, events: list[EventEnvelope], state: BatchState) -> None:
         await super().load(connection, events, state)

@@ -16,6 +16,7 @@ from pipeline.triage import RulesBackend, TriageBackend, TriageDecision, TriageI
 class TriageStage(Stage):
     name = "triage"
     accepts = frozenset({EventType.EXCEPTION_NORMALIZED})
+    exception_columns = ("created_at",)  # the event carries the rest
     def __init__(self, settings: Settings, packs: PackRegistry, backend: TriageBackend | None = None) -> None:
         super().__init__(settings, packs)
         self.backend = backend or RulesBackend()

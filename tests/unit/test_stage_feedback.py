@@ -12,6 +12,7 @@ from pipeline.events import EventEnvelope, EventType
 from pipeline.packs import PackRegistry
 from pipeline.settings import Settings
 from pipeline.stages import BatchState, Emission, FeedbackStage
+from tests.unit.loaded_rows import LoadedColumnsOnly
 
 CREATED = datetime(2025, 6, 5, 9, 0, tzinfo=UTC)
 RESOLVED = CREATED + timedelta(minutes=12, seconds=30)
@@ -26,18 +27,18 @@ def stage(settings: Settings, packs: PackRegistry) -> FeedbackStage:
 
 
 def loaded(resolved_at: datetime | None) -> BatchState:
-    """What FeedbackStage.load would leave: the exception row and the tool outcomes by exception."""
+    """What FeedbackStage.load would leave: the exception row (only the columns the stage loads) and
+    the tool outcomes by exception."""
     state = BatchState(now=NOW)
-    state.exceptions[KEY] = {
+    state.exceptions[KEY] = LoadedColumnsOnly(FeedbackStage, {
         "tenant_id": "FIN_ACME",
         "exception_id": "EXC-1",
-        "status": "resolved" if resolved_at else "escalated",
         "exception_type": "SETTLEMENT_FAIL",
         "severity": "HIGH",
         "playbook_id": "settlement_fail_recovery",
         "created_at": CREATED,
         "resolved_at": resolved_at,
-    }
+    })
     state.prepared["tool_outcomes"] = {KEY: dict(TOOL_OUTCOMES)}
     return state
 

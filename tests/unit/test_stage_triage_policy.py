@@ -15,6 +15,7 @@ from pipeline.packs.models import Guardrails
 from pipeline.settings import Settings
 from pipeline.stages import BatchState, Emission, IntakeStage, PolicyStage, TriageStage
 from pipeline.stages.policy import PolicyDecision, evaluate_policy
+from tests.unit.loaded_rows import LoadedColumnsOnly
 
 NOW = datetime(2025, 6, 5, 9, 30, tzinfo=UTC)
 CREATED = NOW - timedelta(minutes=10)
@@ -145,6 +146,18 @@ async def test_triage_counts_the_sla_from_now_when_created_at_is_unknown(
         "MEDIUM",
     )
     assert state.exceptions[("FIN_ACME", "EXC-1")]["sla_deadline"] == NOW + timedelta(minutes=1440)
+
+
+async def test_triage_reads_only_the_exception_columns_it_loads(settings: Settings, packs: PackRegistry) -> None:
+    event = envelope(EventType.EXCEPTION_NORMALIZED, {"type_hint": "FAIL_TO_DELIVER", "description": "DVP sale failed",
+                                                      "attributes": {"amount": "2,000,000"}})
+    full = loaded_exception()
+    narrow = BatchState(now=NOW)
+    narrow.exceptions[("FIN_ACME", "EXC-1")] = LoadedColumnsOnly(
+        TriageStage, {"tenant_id": "FIN_ACME", "exception_id": "EXC-1", "created_at": CREATED})
+    stage = TriageStage(settings, packs)
+    assert await triage(stage, event, narrow) == await triage(stage, event, full)
+    assert narrow.exceptions[("FIN_ACME", "EXC-1")]["sla_deadline"] == full.exceptions[("FIN_ACME", "EXC-1")]["sla_deadline"]
 
 
 async def test_triage_of_an_exception_intake_never_saw(settings: Settings, packs: PackRegistry) -> None:
