@@ -53,6 +53,7 @@ class StageConsumerActor:
             max_in_flight_per_lane=stage_settings.max_in_flight_batches,
             max_batch_events=stage_settings.max_batch_events,
             fetch_timeout_ms=settings.kafka.fetch_timeout_ms,
+            commit_interval_s=settings.kafka.commit_interval_ms / 1000,
             on_result=self._count,
         )
         self._stopped = asyncio.Event()

@@ -226,7 +226,7 @@ class BatchProcessor:
     def _decode(self, records: Sequence[InboundRecord]) -> tuple[list[tuple[EventEnvelope, InboundRecord]], list[Rejected]]:
         events: list[tuple[EventEnvelope, InboundRecord]] = []
         rejected: list[Rejected] = []
-        seen: set[str] = set()
+        seen: dict[str, int] = {}  # event id -> its index in `events`
         for record in records:
             event: EventEnvelope | None = None
             try:
@@ -245,8 +245,16 @@ class BatchProcessor:
                 rejected.append(Rejected(record, event, error))
                 continue
             if event.event_id in seen:
-                continue  # the same event twice in one batch: the first occurrence stands for both
-            seen.add(event.event_id)
+                # The same event twice in one batch: one copy stands for both, the latest retry
+                # attempt if there is one. A redelivery of a failed original (offsets not yet
+                # committed when a consumer died) can share a batch with the attempt the supervisor
+                # re-published, and only the attempt is due: keeping the original lost the retry
+                # until its re-dispatch.
+                index = seen[event.event_id]
+                if _attempt_number(record) > _attempt_number(events[index][1]):
+                    events[index] = (event, record)
+                continue
+            seen[event.event_id] = len(events)
             events.append((event, record))
         return events, rejected
 
@@ -296,7 +304,9 @@ class BatchProcessor:
                     outcome.dead_lettered.append(Rejected(record, event, error, previous_retries))
                     continue
                 retry_number = previous_retries + 1
-                due = state.now + timedelta(seconds=policy.delay_s(retry_number))
+                # Backoff counts from now, after the failed attempt (`state.now` is the batch's start,
+                # before a slow `prepare` made the call that failed).
+                due = self.clock() + timedelta(seconds=policy.delay_s(retry_number))
                 log.info("retry %d of %s due %s: %s: %s", retry_number, event.log_context(), due.isoformat(), error.error_type, error)
                 outcome.retrying.append(Rejected(record, event, error, retry_number))
                 processing_rows.append(self._processing_row(event, record, "retrying", retry_number, state.now, error=error, next_retry_at=due))
@@ -459,6 +469,12 @@ def _split(
     fresh = [(event, record) for event, record in events if _is_due(known.get(event.event_id), record)]
     replays = [event for event, _ in events if event.event_id in known and known[event.event_id].status == "completed"]
     return fresh, replays
+
+
+def _attempt_number(record: InboundRecord) -> int:
+    """The retry attempt a record carries (-1: none, or unreadable)."""
+    attempt = header_value(record, RETRY_ATTEMPT_HEADER)
+    return int(attempt) if attempt is not None and attempt.isdigit() else -1
 
 
 def _is_due(known: _Known | None, record: InboundRecord) -> bool:

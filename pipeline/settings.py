@@ -43,6 +43,9 @@ class KafkaSettings(_Frozen):
     heartbeat_interval_ms: int = Field(default=1500, ge=100)
     max_poll_records: int = Field(default=1000, ge=1, le=100_000)
     fetch_timeout_ms: int = Field(default=50, ge=1, description="longest wait for a fetch to fill")
+    commit_interval_ms: int = Field(
+        default=1000, ge=0, le=60_000, description="consumers commit offsets at most this often (0: after every fetch)"
+    )
     producer_linger_ms: int = Field(default=5, ge=0)
     max_request_size: int = Field(default=8 * 1024 * 1024, ge=1024)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"

@@ -68,6 +68,7 @@ class StageConsumerLoop:
         max_in_flight_per_lane: int,
         max_batch_events: int,
         fetch_timeout_ms: int,
+        commit_interval_s: float = 0.0,
         on_result: Callable[[BatchResult], None] | None = None,
         batch_retry: RetryPolicy | None = None,
     ) -> None:
@@ -78,6 +79,7 @@ class StageConsumerLoop:
         self.max_in_flight_per_lane = max_in_flight_per_lane
         self.max_batch_events = max_batch_events
         self.fetch_timeout_ms = fetch_timeout_ms
+        self.commit_interval_s = commit_interval_s
         self.on_result = on_result
         retry = batch_retry or RetryPolicy(max_retries=0, base_delay_s=0.5, max_delay_s=10)
         self.lanes = [Lane(index, submit, batch_retry=retry) for index in range(lanes)]
@@ -88,6 +90,7 @@ class StageConsumerLoop:
         self._lane_tasks: list[asyncio.Task[None]] = []
         self._progress = asyncio.Condition()
         self._committed: dict[tuple[str, int], int] = {}
+        self._last_commit = -float("inf")  # time.monotonic() of the last commit attempt
         self._run_exited = asyncio.Event()
         self._positions: dict[tuple[str, int], int] = {}
         self._rewound_at: dict[tuple[str, int], int] = {}  # the log end each partition last started over at
@@ -109,7 +112,8 @@ class StageConsumerLoop:
                 self.stats.last_poll_at = time.time()
                 self._dispatch([record for records in fetched.values() for record in records])
                 self._update_lag(fetched_from={tp for tp, records in fetched.items() if records})
-                await self._commit()
+                if time.monotonic() - self._last_commit >= self.commit_interval_s:
+                    await self._commit()
         finally:
             self._run_exited.set()
 
@@ -239,6 +243,10 @@ class StageConsumerLoop:
         return deliveries
 
     async def _commit(self) -> None:
+        """Commit what completed since the last commit. The fetch loop does so at most every
+        `commit_interval_s` (each commit is a request the broker serves: once per batch, they were
+        most of the bundled broker's CPU); a stop or a rebalance commits at once."""
+        self._last_commit = time.monotonic()
         commits = self.tracker.take_commits()
         if not commits:
             return

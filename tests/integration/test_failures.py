@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -149,8 +150,9 @@ def test_pending_retries_survive_sigkill_of_supervisor_consumer_and_stage_actor(
             wait_until(lambda: _count_tool(settings, "retrying") == 10, 60)
             supervisor_pid = ray.get(deployment.supervisor.ping.remote())
             os.kill(supervisor_pid, signal.SIGKILL)
+            wait_until(lambda: _pid_of(deployment.supervisor) not in (None, supervisor_pid), 60)
+            back_at = time.time()
             wait_until(lambda: _count_tool(settings, "completed") == 10, 60)
-            assert _pid_of(deployment.supervisor) not in (None, supervisor_pid)
             supervised = {key: list(calls) for key, calls in behaviour.calls.items()}
 
             # 2. The tool stage's consumer and pool actor die while retries are pending.
@@ -167,10 +169,11 @@ def test_pending_retries_survive_sigkill_of_supervisor_consumer_and_stage_actor(
     assert len(rows) == 20 and all(row["status"] == "completed" and row["retry_count"] == 2 for row in rows)
     # Each retry happened once: three calls per execution, no more.
     assert sorted(len(calls) for calls in behaviour.calls.values()) == [3] * 20
-    # Retries due while the supervisor was restarting ran within a few seconds of their due time
-    # (2 s, then 4 s of backoff; the restart itself takes a couple of seconds on 2 cores).
+    # Each retry ran within a few seconds of its due time (2 s, then 4 s of backoff), or of the
+    # supervisor's return for a retry that fell due while it was down: nothing waited for a re-dispatch.
     for calls in supervised.values():
-        assert calls[1] - calls[0] <= 2.0 + 3.0 and calls[2] - calls[1] <= 4.0 + 3.0, calls
+        assert calls[1] <= max(calls[0] + 2.0, back_at) + 3.0, (calls, back_at)
+        assert calls[2] <= max(calls[1] + 4.0, back_at) + 3.0, (calls, back_at)
     assert fetch(settings, "SELECT count(*) AS n FROM tool_executions")[0]["n"] == 20
     assert fetch(settings, "SELECT count(*) AS n FROM dead_letter_queue")[0]["n"] == 0
 

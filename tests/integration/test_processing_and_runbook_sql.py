@@ -13,7 +13,7 @@ import pytest
 from pipeline.events import utc_now
 from pipeline.ingest import ingestion_event
 from pipeline.packs import load_packs
-from pipeline.processing import BatchProcessor
+from pipeline.processing import RETRY_ATTEMPT_HEADER, BatchProcessor
 from pipeline.records import InboundRecord
 from pipeline.settings import Settings
 from pipeline.stages import IntakeStage
@@ -91,6 +91,27 @@ def test_a_redelivered_batch_has_no_second_effect_and_republishes_the_same_outpu
     counted = fetch(settings, "SELECT sum(value) AS n FROM metric_counters WHERE name = 'events_processed_total' "
                               "AND status = 'completed'")[0]["n"]
     assert counted == 5
+
+
+def test_a_due_retry_in_one_batch_with_a_redelivery_of_its_failed_original_runs(settings: Settings) -> None:
+    """A consumer that died before committing re-reads the failed original; the supervisor's
+    re-published attempt can land in the same batch. The attempt must run, once."""
+    packs = load_packs()
+    event = ingestion_event("FIN_ACME", {"exception_id": "EXC_RETRY", "description": "settlement failed"}, packs=packs,
+                            now=utc_now(), source="test")
+    fetch(settings, f"""INSERT INTO event_processing_log (event_id, worker_type, event_type, tenant_id, exception_id, status,
+                        retry_count, error_type, next_retry_at, last_attempt_at)
+                        VALUES ('{event.event_id}', 'intake', 'ExceptionIngested', 'FIN_ACME', 'EXC_RETRY', 'retrying', 1,
+                        'database_unavailable', now(), now()) RETURNING id""")
+    original = _record(7, event.to_bytes())
+    attempt = InboundRecord(topic="exceptions", partition=0, offset=9, key=b"k", value=event.to_bytes(),
+                            headers=((RETRY_ATTEMPT_HEADER, b"1"),))
+    result = asyncio.run(_process(settings, [original, attempt]))
+
+    assert result.count("completed") == 1
+    rows = fetch(settings, f"SELECT status, retry_count, \"offset\" FROM event_processing_log WHERE event_id = '{event.event_id}'")
+    assert [(row["status"], row["retry_count"], row["offset"]) for row in rows] == [("completed", 1, 9)]
+    assert fetch(settings, "SELECT status FROM exceptions WHERE exception_id = 'EXC_RETRY'")[0]["status"] == "open"
 
 
 def test_runbook_queries_run_verbatim_and_answer_what_it_says(settings: Settings, tmp_path: Path) -> None:
