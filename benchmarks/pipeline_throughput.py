@@ -96,7 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch-events", help="events per Ray call, one value or per stage (default 500)")
     parser.add_argument("--max-in-flight-batches", help="per consumer lane, one value or per stage (default: the platform's, 1)")
     parser.add_argument("--linger-ms", type=int, default=5, help="producer linger of the stages and the publisher (default 5)")
-    parser.add_argument("--fetch-timeout-ms", type=int, default=50, help="consumer fetch wait (default 50)")
+    parser.add_argument("--fetch-timeout-ms", type=int, default=KafkaSettings().fetch_timeout_ms,
+                        help=f"consumer fetch wait (default: the platform's, {KafkaSettings().fetch_timeout_ms})")
     parser.add_argument("--max-poll-records", type=int, default=1000, help="records per consumer fetch (default 1000)")
     parser.add_argument("--ray-cpus", type=int, default=4, help="logical CPUs of the local Ray (default 4)")
     parser.add_argument("--actor-cpus", type=float, default=0.1, help="CPUs each actor reserves (default 0.1)")
