@@ -244,8 +244,8 @@ class StageConsumerLoop:
 
     async def _commit(self) -> None:
         """Commit what completed since the last commit. The fetch loop does so at most every
-        `commit_interval_s` (each commit is a request the broker serves: once per batch, they were
-        most of the bundled broker's CPU); a stop or a rebalance commits at once."""
+        `commit_interval_s` (each commit is a request the broker serves, and the loop used to send
+        one per batch); a stop or a rebalance commits at once."""
         self._last_commit = time.monotonic()
         commits = self.tracker.take_commits()
         if not commits:

@@ -138,12 +138,9 @@ async def insert_rows(
 
     `conflict` is `do_nothing()` or `do_update(...)`; `returning` names columns to return for the
     rows actually inserted or updated."""
-    if not rows:
-        return []
-    names = tuple(columns if columns is not None else rows[0].keys())
-    sql = _insert_sql(table, names, conflict, tuple(returning))
-    result = await connection.exec_driver_sql(sql, _arrays(table, names, rows))
-    return list(result.all()) if returning else []
+    writes = WriteBatch()
+    writes.insert_rows(table, rows, conflict=conflict, returning=returning, columns=columns)
+    return await writes.execute(connection)
 
 
 @lru_cache(maxsize=256)
@@ -160,10 +157,9 @@ async def update_rows(
 ) -> None:
     """Set `columns` of the rows matched by `key_columns`, one statement for all `rows`. Keys must
     be distinct (PostgreSQL applies only one update per target row)."""
-    if not rows:
-        return
-    keys, names = tuple(key_columns), tuple(columns)
-    await connection.exec_driver_sql(_update_sql(table, keys, names), _arrays(table, keys + names, rows))
+    writes = WriteBatch()
+    writes.update_rows(table, key_columns, columns, rows)
+    await writes.execute(connection)
 
 
 class WriteBatch:
