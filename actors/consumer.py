@@ -18,7 +18,7 @@ import ray
 from actors.naming import consumer_actor_name, pool_actor_name
 from actors.runtime import configure_logging, settle_garbage_collector
 from pipeline.kafka import StageConsumerLoop, make_consumer, make_producer
-from pipeline.records import BatchResult, InboundRecord
+from pipeline.records import BatchResult, InboundRecord, plain
 from pipeline.routing import input_topic
 from pipeline.settings import Settings
 
@@ -78,7 +78,7 @@ class StageConsumerActor:
 
     async def _submit(self, lane: int, sequence: int, floor: int, records: list[InboundRecord]) -> Any:
         try:
-            return await self._pools[lane].process.remote(self.consumer_id, sequence, floor, records)
+            return await self._pools[lane].process.remote(self.consumer_id, sequence, floor, plain(records))
         except ray.exceptions.ActorDiedError:
             # Gone for good (Ray restarts a killed actor itself): the supervisor re-creates it under
             # the same name; look it up again before the lane re-sends.

@@ -17,7 +17,7 @@ from actors.triage_pool import ServeTriageBackend
 from pipeline.kafka import SKIPPED, SequenceGate
 from pipeline.packs import PackRegistry, load_packs
 from pipeline.processing import BatchProcessor
-from pipeline.records import BatchResult, InboundRecord
+from pipeline.records import BatchResult, inbound_records
 from pipeline.settings import Settings
 from pipeline.stages import STAGE_CLASSES, Stage, TriageStage
 
@@ -38,10 +38,11 @@ class StagePoolActor:
         log.info("Initialized %sStagePool actor %d", stage.capitalize(), index)
         settle_garbage_collector()
 
-    def process(self, consumer_id: str, sequence: int, floor: int, records: list[InboundRecord]) -> BatchResult | str:
+    def process(self, consumer_id: str, sequence: int, floor: int, rows: list[tuple[object, ...]]) -> BatchResult | str:
+        """`rows`: the batch's InboundRecords as plain tuples (`pipeline.records.plain`)."""
         if not self._gate.admit(consumer_id, sequence, floor):
             return SKIPPED
-        result = self._loop.run_until_complete(self._processor.process(records))
+        result = self._loop.run_until_complete(self._processor.process(inbound_records(rows)))
         self._gate.succeeded(consumer_id, sequence)
         return result
 

@@ -4,10 +4,16 @@ They hold bytes, not parsed events, so the consumer does no per-event parsing: t
 decodes, and returns already-encoded output records for the consumer to produce. Every event
 crosses a process boundary twice, so they are NamedTuples: pickled several times faster than
 dataclasses (1.5 µs against 6.7 µs a round trip, measured in benchmarks/).
+
+They cross a Ray call as plain tuples (`plain`, `inbound_records`, `BatchResult.__reduce__`). Ray
+pickles arguments and results with cloudpickle, whose per-object hook runs in Python for every
+NamedTuple: 450 inbound records took 0.88 ms to pickle, the same records as plain tuples 0.06 ms
+(C pickle's speed), and rebuilding them on the other side costs no more than unpickling them did.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -51,3 +57,20 @@ class BatchResult:
 
     def count(self, status: str) -> int:
         return sum(1 for stat in self.stats if stat.status == status)
+
+    def __reduce__(self) -> tuple[object, tuple[list[tuple[object, ...]], list[tuple[object, ...]]]]:
+        return _rebuild_batch_result, (plain(self.outputs), plain(self.stats))
+
+
+def plain(records: Iterable[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    """NamedTuples as plain tuples, to cross a Ray call (see the module's docstring)."""
+    return [tuple(record) for record in records]
+
+
+def inbound_records(rows: Iterable[tuple[object, ...]]) -> list[InboundRecord]:
+    """The records `plain` sent, as InboundRecords again."""
+    return list(map(InboundRecord._make, rows))
+
+
+def _rebuild_batch_result(outputs: list[tuple[object, ...]], stats: list[tuple[object, ...]]) -> BatchResult:
+    return BatchResult(list(map(OutboundRecord._make, outputs)), list(map(EventStat._make, stats)))

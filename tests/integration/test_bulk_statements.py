@@ -192,3 +192,37 @@ def test_a_failing_queued_write_fails_the_whole_statement(database: str) -> None
             await engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_bytes_floats_and_json_strings_come_back_as_sent(database: str) -> None:
+    """Every byte value in a bytea column, NaN and infinities in a float column, and a JSON string
+    that looks like a JSON document (it stays a string)."""
+    raw = bytes(range(256))
+
+    async def scenario() -> None:
+        engine = create_engine(database, DatabaseSettings())
+        try:
+            async with engine.begin() as connection:
+                await bulk.insert_rows(connection, schema.dead_letter_queue, [{
+                    "event_id": "raw-1", "worker_type": "intake", "error_type": "validation_error", "error_message": "bad",
+                    "original_key": b"\x00key\xff", "original_value": raw, "original_headers": [["h", "v"]],
+                    "payload": '{"looks": "like json"}',
+                }], conflict=bulk.do_nothing())
+                row = (await connection.exec_driver_sql(
+                    "SELECT original_key, original_value, payload, jsonb_typeof(payload) AS kind "
+                    "FROM dead_letter_queue WHERE event_id = 'raw-1'")).one()
+                assert (bytes(row.original_key), bytes(row.original_value)) == (b"\x00key\xff", raw)
+                assert (row.payload, row.kind) == ('{"looks": "like json"}', "string")
+
+                rows = [{**_processing_row(f"f{index}", "completed", []), "duration_ms": value}
+                        for index, value in enumerate([float("nan"), float("inf"), -0.25])]
+                await bulk.insert_rows(connection, schema.event_processing_log, rows, conflict=bulk.do_nothing())
+                durations = dict((await connection.exec_driver_sql(
+                    "SELECT event_id, duration_ms FROM event_processing_log WHERE event_id LIKE 'f%'")).all())
+                assert str(durations["f0"]) == "nan" and durations["f1"] == float("inf") and durations["f2"] == -0.25
+                await connection.rollback()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
