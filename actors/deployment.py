@@ -120,7 +120,7 @@ def _quietly(call: Any) -> None:
 # a fetch; inline, the sustained rate went from 560 to 638/s (docs/benchmarks.md). Set per actor, so
 # it holds on any cluster without changing how Ray was started there (the job's runtime_env merges).
 _INLINE_BATCH_BYTES = 8 * 1024 * 1024
-_INLINE_BATCHES = {"env_vars": {"RAY_max_direct_call_object_size": str(_INLINE_BATCH_BYTES)}}
+INLINE_BATCHES = {"env_vars": {"RAY_max_direct_call_object_size": str(_INLINE_BATCH_BYTES)}}
 
 
 def start_pool_actor(settings: Settings, stage: str, index: int) -> Any:
@@ -128,7 +128,7 @@ def start_pool_actor(settings: Settings, stage: str, index: int) -> Any:
     options = settings.stages.for_stage(stage)
     return StagePoolActor.options(
         name=pool_actor_name(stage, index), namespace=settings.ray.namespace, num_cpus=options.actor_num_cpus,
-        num_gpus=options.actor_num_gpus, get_if_exists=True, lifetime="detached", runtime_env=_INLINE_BATCHES,
+        num_gpus=options.actor_num_gpus, get_if_exists=True, lifetime="detached", runtime_env=INLINE_BATCHES,
     ).remote(settings, stage, index)
 
 
@@ -136,7 +136,7 @@ def start_consumer_actor(settings: Settings, stage: str, index: int) -> Any:
     options = settings.stages.for_stage(stage)
     return StageConsumerActor.options(
         name=consumer_actor_name(stage, index), namespace=settings.ray.namespace, num_cpus=options.actor_num_cpus,
-        get_if_exists=True, lifetime="detached", runtime_env=_INLINE_BATCHES,
+        get_if_exists=True, lifetime="detached", runtime_env=INLINE_BATCHES,
     ).remote(settings, stage, index, settings.ray.namespace)
 
 

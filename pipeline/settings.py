@@ -42,9 +42,11 @@ class KafkaSettings(_Frozen):
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1500, ge=100)
     max_poll_records: int = Field(default=1000, ge=1, le=100_000)
-    # An idle fetch costs the broker and the consumer CPU each time it returns empty; one that finds
-    # records returns at once. 250 ms: at 100/s on two cores the machine went from 195 % to 163 % busy
-    # and p99 from 2.1 to 1.6 s (docs/benchmarks.md); 500 ms saved more CPU but added latency.
+    # A fetch that finds records returns at once; an empty one costs the broker and the consumer CPU
+    # each time it returns, and the bundled broker answers a waiting fetch only at intervals, so a
+    # record that arrives during the wait is delivered up to half the wait later (benchmarks/fetch_wait.py).
+    # 250 ms: at 100/s on two cores the machine went from 195 % to 163 % busy and p99 from 2.1 to
+    # 1.6 s; 100 ms took 165 ms off p50 at 500/s, but not p99, for a fifth more CPU (docs/benchmarks.md).
     fetch_timeout_ms: int = Field(default=250, ge=1, description="longest wait for a fetch to fill")
     commit_interval_ms: int = Field(
         default=1000, ge=0, le=60_000, description="consumers commit offsets at most this often (0: after every fetch)"
