@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 import uuid
@@ -20,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import print_and_save
 from cluster.embedded.broker import BundledBroker
 from cluster.embedded.ports import free_port
 from pipeline.kafka import StageConsumerLoop, ensure_topics, make_consumer, make_producer
@@ -88,10 +88,8 @@ def main() -> None:
             results = asyncio.run(_measure(broker.start(), args.batches, args.records, args.value_bytes))
         finally:
             broker.stop()
-    print("| produce path | client CPU µs/record | wall ms/batch |\n|---|---|---|")
-    for name, figures in results.items():
-        print(f"| {name} | {figures['client_cpu_us_per_record']} | {figures['wall_ms_per_batch']} |")
-    Path(args.output).write_text(json.dumps({"config": vars(args), "results": results}, indent=2) + "\n")
+    print_and_save("produce path", {"client_cpu_us_per_record": "client CPU µs/record", "wall_ms_per_batch": "wall ms/batch"},
+                   results, vars(args), args.output)
 
 
 if __name__ == "__main__":

@@ -13,16 +13,15 @@ interleaved.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
 import ray
 
 from actors.deployment import INLINE_BATCHES
+from benchmarks.report import print_and_save
 from pipeline.records import BatchResult, EventStat, InboundRecord, OutboundRecord, inbound_records, plain
 
 
@@ -97,10 +96,8 @@ def main() -> None:
         results = _measure(args.records, args.calls)
     finally:
         ray.shutdown()
-    print("| records cross as | caller CPU ms/call | actor CPU ms/call | wall ms/call |\n|---|---|---|---|")
-    for name, figures in results.items():
-        print(f"| {name} | {figures['caller_ms_per_call']} | {figures['actor_ms_per_call']} | {figures['wall_ms_per_call']} |")
-    Path(args.output).write_text(json.dumps({"config": vars(args), "results": results}, indent=2) + "\n")
+    print_and_save("records cross as", {"caller_ms_per_call": "caller CPU ms/call", "actor_ms_per_call": "actor CPU ms/call",
+                                        "wall_ms_per_call": "wall ms/call"}, results, vars(args), args.output)
 
 
 if __name__ == "__main__":

@@ -192,6 +192,17 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def print_and_save(label: str, columns: dict[str, str], results: dict[str, dict[str, Any]], config: dict[str, Any],
+                   path: str) -> None:
+    """For the small comparison benchmarks: print `results` (one row per way measured, `columns`
+    mapping a figure's key to its header) as a markdown table, and save them with `config` as JSON."""
+    print(f"| {label} | " + " | ".join(columns.values()) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, figures in results.items():
+        print(f"| {name} | " + " | ".join(str(figures[key]) for key in columns) + " |")
+    Path(path).write_text(json.dumps({"config": config, "results": results}, indent=2) + "\n")
+
+
 def main(paths: list[str]) -> int:
     print(SUMMARY_HEADER)
     for path in paths:
