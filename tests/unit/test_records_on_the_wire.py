@@ -31,7 +31,7 @@ def test_batch_result_pickles_as_plain_tuples_and_unpickles_as_records() -> None
                EventStat("TriageCompleted", "tenant-b", "dead_lettered", 0.002, "validation_error")],
     )
 
-    function, (outputs, stats) = result.__reduce__()
+    _rebuild, (outputs, stats) = result.__reduce__()
     assert all(type(row) is tuple for row in outputs + stats)
 
     received = pickle.loads(cloudpickle.dumps(result))
