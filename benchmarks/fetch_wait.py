@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 import uuid
@@ -25,6 +24,8 @@ from typing import Any
 
 import psutil
 
+from benchmarks.report import save_results
+from benchmarks.resources import process_cpu_s
 from cluster.embedded.broker import BundledBroker
 from cluster.embedded.ports import free_port
 from pipeline.kafka import ensure_topics, make_consumer, make_producer
@@ -89,21 +90,17 @@ async def _idle_cost(bootstrap: str, broker_pid: int, wait_ms: int, seconds: flo
     try:
         await asyncio.sleep(3)  # the groups settle
         broker, client = psutil.Process(broker_pid), psutil.Process()
-        broker_started, client_started, started = _cpu_s(broker), _cpu_s(client), time.monotonic()
+        broker_started, client_started, started = process_cpu_s(broker), process_cpu_s(client), time.monotonic()
         await asyncio.sleep(seconds)
         elapsed = time.monotonic() - started
-        return {"broker_cpu_pct": round(100 * (_cpu_s(broker) - broker_started) / elapsed, 1),
-                "clients_cpu_pct": round(100 * (_cpu_s(client) - client_started) / elapsed, 1)}
+        return {"broker_cpu_pct": round(100 * (process_cpu_s(broker) - broker_started) / elapsed, 1),
+                "clients_cpu_pct": round(100 * (process_cpu_s(client) - client_started) / elapsed, 1)}
     finally:
         stopping.set()
         await asyncio.gather(*pollers)
         for consumer in consumers:
             await consumer.stop()
 
-
-def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def main() -> None:
@@ -134,7 +131,7 @@ def main() -> None:
         delivery, idle = figures["delivery"], figures["idle"]
         print(f"| {wait} | {delivery['p50_ms']} / {delivery['p90_ms']} / {delivery['max_ms']} | "
               f"{idle['broker_cpu_pct']} | {idle['clients_cpu_pct']} |")
-    Path(args.output).write_text(json.dumps({"config": vars(args), "results": results}, indent=2) + "\n")
+    save_results(args.output, vars(args), results)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ stats, like `StagePoolActor.process`, with the pools' `runtime_env` (batches inl
 sends the records as they are and returns a plain holder of NamedTuple lists; "plain tuples" is the
 platform's way (`pipeline.records.plain`, `inbound_records`, `BatchResult.__reduce__`). Reported:
 CPU of the caller and of the actor per call, and wall time per call, each way measured twice,
-interleaved.
+interleaved. The caller's figure includes its Ray threads' periodic work: with fewer than about
+100 calls per way it is noise (30 calls put the plain way's caller above the NamedTuples' here).
 
     python -m benchmarks.ray_call_cost [--records 450] [--calls 200]
 """
@@ -22,6 +23,7 @@ import ray
 
 from actors.deployment import INLINE_BATCHES
 from benchmarks.report import print_and_save
+from benchmarks.resources import process_cpu_s
 from pipeline.records import BatchResult, EventStat, InboundRecord, OutboundRecord, inbound_records, plain
 
 
@@ -48,12 +50,8 @@ class _Pool:
         return BatchResult(self.outputs, self.stats)
 
     def cpu_s(self) -> float:
-        return _cpu_s(psutil.Process())
+        return process_cpu_s(psutil.Process())
 
-
-def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def _measure(records: int, calls: int) -> dict[str, dict[str, float]]:
@@ -70,14 +68,16 @@ def _measure(records: int, calls: int) -> dict[str, dict[str, float]]:
         "plain tuples (the platform)": lambda: ray.get(pool.plain_tuples.remote(plain(inbound))),
     }
     totals = {name: {"caller_s": 0.0, "actor_s": 0.0, "wall_s": 0.0} for name in ways}
+    for call in ways.values():
+        call()  # the first call of each way, with its one-time costs, is not measured
     for _ in range(2):
         for name, call in ways.items():
-            actor_started, caller_started, wall_started = ray.get(pool.cpu_s.remote()), _cpu_s(caller), time.perf_counter()
+            actor_started, caller_started, wall_started = ray.get(pool.cpu_s.remote()), process_cpu_s(caller), time.perf_counter()
             for _ in range(calls):
                 result = call()
                 assert type(result.outputs[0]) is OutboundRecord and len(result.stats) == records
             totals[name]["wall_s"] += time.perf_counter() - wall_started
-            totals[name]["caller_s"] += _cpu_s(caller) - caller_started
+            totals[name]["caller_s"] += process_cpu_s(caller) - caller_started
             totals[name]["actor_s"] += ray.get(pool.cpu_s.remote()) - actor_started
     return {name: {key.replace("_s", "_ms_per_call"): round(1e3 * value / (2 * calls), 2) for key, value in entry.items()}
             for name, entry in totals.items()}

@@ -200,6 +200,11 @@ def print_and_save(label: str, columns: dict[str, str], results: dict[str, dict[
     print("|---" * (len(columns) + 1) + "|")
     for name, figures in results.items():
         print(f"| {name} | " + " | ".join(str(figures[key]) for key in columns) + " |")
+    save_results(path, config, results)
+
+
+def save_results(path: str, config: dict[str, Any], results: dict[Any, Any]) -> None:
+    """A small benchmark's results, with the arguments it ran with, as JSON."""
     Path(path).write_text(json.dumps({"config": config, "results": results}, indent=2) + "\n")
 
 

@@ -223,6 +223,12 @@ class AutogroupBoost:
                 continue
 
 
+def process_cpu_s(process: psutil.Process) -> float:
+    """User plus system CPU seconds the process has used so far."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def _machine_shares(before: Any, after: Any) -> tuple[float, float, float]:
     """Busy, iowait and steal shares (0..100 of all cores) between two psutil.cpu_times()."""
     deltas = {name: getattr(after, name) - getattr(before, name) for name in after._fields}
