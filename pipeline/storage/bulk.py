@@ -15,6 +15,12 @@ array columns, which cannot be unnested as 2-D arrays: each travels as the text 
 and is cast back in SQL (a cast per row, where rebuilding it from JSON took a subquery per row).
 Statements run through `exec_driver_sql`, so they join the caller's transaction.
 
+A column the schema marks `BATCH_UNIFORM` (a status, a timestamp of the batch, a column still NULL)
+usually holds one value in every row of a batch. When it does, in a batch of `UNIFORM_MIN_ROWS` or
+more, it goes once as a scalar parameter instead of as an array: asyncpg checks and encodes every
+array element (a third of a stage's database CPU), and these columns were a third of the elements.
+Which columns went as scalars is part of the statement's text, so a table has a few statements, not one.
+
 A batch's writes need no answer until the last one (the processing log, whose `RETURNING` proves
 this worker claimed its events). `WriteBatch` queues them and sends them together as one statement,
 each as a data-modifying `WITH` clause: one round trip where a batch took five to eight (the
@@ -32,6 +38,8 @@ import pydantic_core
 from sqlalchemy import ARRAY, JSON, LargeBinary, Row, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pipeline.storage.schema import BATCH_UNIFORM
 
 _DIALECT = postgresql.dialect()
 
@@ -81,25 +89,68 @@ def _quote(name: str) -> str:
     return _DIALECT.identifier_preparer.quote(name)
 
 
+def _scalar_expression(table: Table, name: str, parameter: int) -> str:
+    """How a column's value is read from the scalar parameter `$parameter` (a uniform column)."""
+    column_type = table.c[name].type
+    if isinstance(column_type, ARRAY):
+        return f"${parameter}::text::{column_type.item_type.compile(dialect=_DIALECT)}[]"
+    if isinstance(column_type, JSON):
+        return f"${parameter}::jsonb"
+    if isinstance(column_type, LargeBinary):
+        return f"${parameter}::bytea"
+    return f"${parameter}::{column_type.compile(dialect=_DIALECT)}"
+
+
 def _unnest(table: Table, columns: Sequence[str], first_parameter: int = 1) -> str:
     arrays = ", ".join(f"${first_parameter + index}::{_array_type(table, name)}" for index, name in enumerate(columns))
     names = ", ".join(_quote(name) for name in columns)
     return f"unnest({arrays}) AS v({names})"
 
 
-def _arrays(table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], ...]:
-    arrays = []
+UNIFORM_MIN_ROWS = 16
+"""Below this many rows every column goes as an array: in a small batch, columns that vary would
+often hold one value by chance, and each such combination is one more statement to prepare."""
+
+
+def _uniform_columns(table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The `BATCH_UNIFORM` columns whose value is the same in every row (none in a small batch)."""
+    if len(rows) < UNIFORM_MIN_ROWS:
+        return ()
+    uniform = []
+    for name in columns:
+        if table.c[name].info.get(BATCH_UNIFORM):
+            values = [row[name] for row in rows]
+            # `count` compares in C, by identity first. Values that compare equal (1 and 1.0, one
+            # instant in two time zones) are one value to PostgreSQL's column type too.
+            if values.count(values[0]) == len(values):
+                uniform.append(name)
+    return tuple(uniform)
+
+
+def _parameters(
+    table: Table, columns: Sequence[str], scalars: Sequence[str], rows: Sequence[Mapping[str, Any]],
+) -> tuple[Any, ...]:
+    """One array per column of `columns`, then one value per column of `scalars` (the first row's)."""
+    parameters: list[Any] = []
     for name in columns:
         encode = _encoder(table, name)
         values = [row[name] for row in rows]
-        arrays.append([encode(value) for value in values] if encode else values)
-    return tuple(arrays)
+        parameters.append([encode(value) for value in values] if encode else values)
+    for name in scalars:
+        encode = _encoder(table, name)
+        value = rows[0][name]
+        parameters.append(encode(value) if encode else value)
+    return tuple(parameters)
 
 
 @lru_cache(maxsize=256)
-def _insert_sql(table: Table, columns: tuple[str, ...], conflict: str, returning: tuple[str, ...]) -> str:
-    names = ", ".join(_quote(name) for name in columns)
-    values = ", ".join(_value_expression(table, name) for name in columns)
+def _insert_sql(
+    table: Table, columns: tuple[str, ...], conflict: str, returning: tuple[str, ...], scalars: tuple[str, ...] = (),
+) -> str:
+    """`columns` come from arrays (unnested), then `scalars` from one parameter each."""
+    names = ", ".join(_quote(name) for name in columns + scalars)
+    values = ", ".join([_value_expression(table, name) for name in columns]
+                       + [_scalar_expression(table, name, len(columns) + 1 + index) for index, name in enumerate(scalars)])
     sql = f"INSERT INTO {_quote(table.name)} ({names}) SELECT {values} FROM {_unnest(table, columns)} {conflict}"
     if returning:
         sql += " RETURNING " + ", ".join(_quote(name) for name in returning)
@@ -144,8 +195,12 @@ async def insert_rows(
 
 
 @lru_cache(maxsize=256)
-def _update_sql(table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...]) -> str:
-    assignments = ", ".join(f"{_quote(name)} = {_value_expression(table, name)}" for name in columns)
+def _update_sql(table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...], scalars: tuple[str, ...] = ()) -> str:
+    """`columns` come from arrays (unnested with the keys), then `scalars` from one parameter each."""
+    first_scalar = len(key_columns) + len(columns) + 1
+    assignments = ", ".join([f"{_quote(name)} = {_value_expression(table, name)}" for name in columns]
+                            + [f"{_quote(name)} = {_scalar_expression(table, name, first_scalar + index)}"
+                               for index, name in enumerate(scalars)])
     match = " AND ".join(f"t.{_quote(name)} = v.{_quote(name)}" for name in key_columns)
     return (f"UPDATE {_quote(table.name)} AS t SET {assignments} "
             f"FROM {_unnest(table, key_columns + columns)} WHERE {match}")
@@ -197,7 +252,11 @@ class WriteBatch:
                 raise ValueError("only one queued write can return rows")
             self._main = len(self._statements)
         names = tuple(columns if columns is not None else rows[0].keys())
-        self._statements.append((_insert_sql(table, names, conflict, tuple(returning)), _arrays(table, names, rows)))
+        scalars = _uniform_columns(table, names, rows)
+        if scalars:
+            names = tuple(name for name in names if name not in scalars)
+        sql = _insert_sql(table, names, conflict, tuple(returning), scalars)
+        self._statements.append((sql, _parameters(table, names, scalars, rows)))
 
     def update_rows(
         self, table: Table, key_columns: Sequence[str], columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
@@ -206,7 +265,10 @@ class WriteBatch:
         if not rows:
             return
         keys, names = tuple(key_columns), tuple(columns)
-        self._statements.append((_update_sql(table, keys, names), _arrays(table, keys + names, rows)))
+        scalars = _uniform_columns(table, names, rows)
+        if scalars:
+            names = tuple(name for name in names if name not in scalars)
+        self._statements.append((_update_sql(table, keys, names, scalars), _parameters(table, keys + names, scalars, rows)))
 
     async def execute(self, connection: AsyncConnection) -> list[Row[Any]]:
         """Run every queued write in one statement, then forget them. Answers the rows returned by

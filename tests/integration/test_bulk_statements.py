@@ -7,7 +7,8 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import ARRAY, Boolean, Column, DateTime, Float, LargeBinary, MetaData, String, Table, event
+from sqlalchemy.dialects.postgresql import JSONB
 
 from pipeline.settings import DatabaseSettings
 from pipeline.storage import bulk, schema
@@ -226,3 +227,83 @@ def test_bytes_floats_and_json_strings_come_back_as_sent(database: str) -> None:
 
     asyncio.run(scenario())
 
+
+
+def test_a_column_with_one_value_in_a_large_batch_goes_once_and_reads_back(database: str) -> None:
+    """`BATCH_UNIFORM` columns holding one value in every row travel as one scalar parameter, of any
+    column type; in a small batch, or where one row differs, as arrays. Either way the rows read back
+    as written, through inserts, upserts and updates."""
+    uniform = {schema.BATCH_UNIFORM: True}
+    table = Table(
+        "uniform_probe", MetaData(),
+        Column("key", String(16), primary_key=True),
+        Column("label", String(16), info=uniform),
+        Column("tags", ARRAY(String(16)), info=uniform),
+        Column("doc", JSONB, info=uniform),
+        Column("blob", LargeBinary, info=uniform),
+        Column("at", DateTime(timezone=True), info=uniform),
+        Column("flag", Boolean, info=uniform),
+        Column("amount", Float),
+    )
+    count = bulk.UNIFORM_MIN_ROWS
+
+    def rows(common_label: str, last_row: dict[str, object] | None = None) -> list[dict[str, object]]:
+        made = [{"key": f"k{index:02d}", "label": common_label, "tags": ['a "b"', "c,d"], "doc": {"n": [1, None]},
+                 "blob": b"\x00\xff", "at": _NOW, "flag": True, "amount": index / 4} for index in range(count)]
+        made[-1].update(last_row or {})
+        return made
+
+    async def scenario() -> None:
+        engine = create_engine(database, DatabaseSettings())
+        statements: list[tuple[str, object]] = []
+        try:
+            async with engine.connect() as connection:
+                await connection.exec_driver_sql(
+                    "CREATE TEMP TABLE uniform_probe (key varchar(16) PRIMARY KEY, label varchar(16), tags varchar(16)[], "
+                    "doc jsonb, blob bytea, at timestamptz, flag boolean, amount float)")
+                sync = connection.sync_connection
+                assert sync is not None
+
+                def remember(conn: object, cursor: object, statement: str, parameters: object, *args: object) -> None:
+                    statements.append((statement, parameters))
+
+                event.listen(sync, "before_cursor_execute", remember)
+
+                async def read() -> list[tuple[object, ...]]:
+                    result = await connection.exec_driver_sql(
+                        "SELECT key, label, tags, doc, blob, at, flag, amount FROM uniform_probe ORDER BY key")
+                    return [(r.key, r.label, r.tags, r.doc, bytes(r.blob), r.at, r.flag, r.amount) for r in result.all()]
+
+                def expected(made: list[dict[str, object]]) -> list[tuple[object, ...]]:
+                    return [(r["key"], r["label"], r["tags"], r["doc"], r["blob"], r["at"], r["flag"], r["amount"]) for r in made]
+
+                upsert = bulk.do_update(table, ("key",), ("label", "tags", "doc", "blob", "at", "flag", "amount"))
+                first = rows("same")
+                await bulk.insert_rows(connection, table, first, conflict=upsert)
+                sql, parameters = statements[-1]
+                # key and amount vary: two arrays; the six uniform columns: one value each.
+                assert sql.count("[]") == 2 + 1 and len(parameters) == 8, sql  # tags' scalar is cast to an array
+                assert await read() == expected(first)
+
+                # One row differs in every uniform column: everything goes as arrays.
+                second = rows("same", {"label": None, "tags": [], "doc": {"n": 2}, "blob": b"", "at": None, "flag": False})
+                await bulk.insert_rows(connection, table, second, conflict=upsert)
+                assert [type(parameter) for parameter in statements[-1][1]] == [list] * 8
+                assert await read() == expected(second)
+
+                # An update setting uniform NULLs, and a small batch (arrays only).
+                await bulk.update_rows(connection, table, ("key",), ("label", "flag"),
+                                       [{"key": r["key"], "label": None, "flag": None} for r in first])
+                assert [type(parameter) for parameter in statements[-1][1]] == [list, type(None), type(None)]
+                small = rows("small")[:3]
+                await bulk.insert_rows(connection, table, small, conflict=upsert)
+                assert [type(parameter) for parameter in statements[-1][1]] == [list] * 8
+                assert [(row[0], row[1], row[6]) for row in await read()] == (
+                    [(f"k{index:02d}", "small", True) for index in range(3)]
+                    + [(f"k{index:02d}", None, None) for index in range(3, count)])
+                event.remove(sync, "before_cursor_execute", remember)
+                await connection.rollback()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
