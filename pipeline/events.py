@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import EventDecodeError, MissingIdentifierError, SchemaVersionError
@@ -100,6 +101,17 @@ class EventEnvelope(BaseModel):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+    def to_bytes_around(self, payload_json: bytes, metadata_json: bytes) -> bytes:
+        """`to_bytes()`, byte for byte, around the payload and metadata already encoded as JSON
+        (`pydantic_core.to_json`). A stage encodes its outputs' payloads once, for the event log and
+        for Kafka: encoding them twice was a tenth of a stage's CPU."""
+        head = pydantic_core.to_json({
+            "event_id": self.event_id, "event_type": self.event_type.value, "tenant_id": self.tenant_id,
+            "exception_id": self.exception_id, "timestamp": self.timestamp, "correlation_id": self.correlation_id,
+        })
+        return b"".join((head[:-1], b',"payload":', payload_json, b',"metadata":', metadata_json,
+                         b',"version":', str(self.version).encode(), b"}"))
 
     def log_context(self) -> str:
         """The `key=value` fields every log line about an event carries (the runbook greps them)."""

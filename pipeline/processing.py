@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import pydantic_core
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.dead_letters import Rejected, dead_letter_record, dead_letter_row, header_value, record_context
@@ -179,7 +180,7 @@ class BatchProcessor:
                 events_log.info("%s event_type=%s worker_type=%s status=completed", event.log_context(),
                                 event.event_type.value, self.worker_type)
         result = BatchResult(stats=stats)
-        result.outputs.extend(self._outbound(outcome.outputs + replayed))
+        result.outputs.extend(self._outbound(outcome.outputs + replayed, outcome.values))
         result.outputs.extend(self._dead_letter_records(outcome.dead_lettered))
         return result
 
@@ -327,7 +328,7 @@ class BatchProcessor:
             row["duration_ms"] = (time.perf_counter() - event_started) * 1000
             processing_rows.append(row)
         state.flush(writes)
-        self._record_events(writes, fresh, outcome.outputs)
+        outcome.values = self._record_events(writes, fresh, outcome.outputs)
         self._record_dead_letters(writes, outcome.dead_lettered, state.now)
         return outcome
 
@@ -390,10 +391,19 @@ class BatchProcessor:
 
     def _record_events(
         self, writes: bulk.WriteBatch, fresh: list[tuple[EventEnvelope, InboundRecord]], outputs: list[EventEnvelope]
-    ) -> None:
+    ) -> dict[str, bytes]:
+        """Queue the event-log rows of the batch's external inputs and of its outputs. Answers each
+        output's Kafka value, built around the payload and metadata JSON encoded for its row."""
         rows = [event_log_row(event, "source") for event, _ in fresh if event.event_type in _EXTERNAL_EVENT_TYPES]
-        rows += [event_log_row(event, self.worker_type) for event in outputs]
+        values = {}
+        for event in outputs:
+            payload, metadata = pydantic_core.to_json(event.payload), pydantic_core.to_json(event.metadata)
+            row = event_log_row(event, self.worker_type)
+            row["payload"], row["metadata"] = bulk.EncodedJson(payload.decode()), bulk.EncodedJson(metadata.decode())
+            rows.append(row)
+            values[event.event_id] = event.to_bytes_around(payload, metadata)
         writes.insert_rows(schema.event_log, rows, conflict=bulk.do_nothing())
+        return values
 
     def _record_dead_letters(self, writes: bulk.WriteBatch, rejected: list[Rejected], now: datetime) -> None:
         # The processing log's `failed` rows are for events that are not among the batch's completed
@@ -439,10 +449,11 @@ class BatchProcessor:
         topic = self.settings.kafka.topic(DLQ_TOPIC)
         return [dead_letter_record(item, self.worker_type, topic) for item in rejected]
 
-    def _outbound(self, events: list[EventEnvelope]) -> list[OutboundRecord]:
+    def _outbound(self, events: list[EventEnvelope], values: dict[str, bytes]) -> list[OutboundRecord]:
+        """Each event's records, with its value from `values` (by event id) where it is there."""
         records = []
         for event in events:
-            value = event.to_bytes()
+            value = values.get(event.event_id) or event.to_bytes()
             key = event.partition_key.encode()
             headers = (("event_type", event.event_type.value.encode()), ("tenant_id", event.tenant_id.encode()))
             records.extend(OutboundRecord(topic, key, value, headers) for topic in self._topics[event.event_type])
@@ -457,6 +468,7 @@ class _Outcome:
     completed: list[EventEnvelope] = field(default_factory=list)
     retrying: list[Rejected] = field(default_factory=list)
     processing_rows: list[dict[str, Any]] = field(default_factory=list)  # completed and retrying events
+    values: dict[str, bytes] = field(default_factory=dict)  # the outputs' Kafka values, by event id
 
 
 RETRY_ATTEMPT_HEADER = "x-sentinai-retry-attempt"

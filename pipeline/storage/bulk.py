@@ -44,9 +44,20 @@ from pipeline.storage.schema import BATCH_UNIFORM
 _DIALECT = postgresql.dialect()
 
 
+class EncodedJson(str):
+    """A JSON column's value already encoded (by a caller that needed the JSON for something else):
+    sent as it is. A plain `str` is a JSON string value, and is encoded as one."""
+
+    __slots__ = ()
+
+
 def json_text(value: Any) -> str | None:
     """A JSON column's value as text for asyncpg (None is SQL NULL, not JSON null)."""
-    return None if value is None else pydantic_core.to_json(value).decode()
+    if value is None:
+        return None
+    if type(value) is EncodedJson:
+        return value
+    return pydantic_core.to_json(value).decode()
 
 
 def array_literal(values: Sequence[Any] | None) -> str | None:

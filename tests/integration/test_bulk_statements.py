@@ -196,8 +196,8 @@ def test_a_failing_queued_write_fails_the_whole_statement(database: str) -> None
 
 
 def test_bytes_floats_and_json_strings_come_back_as_sent(database: str) -> None:
-    """Every byte value in a bytea column, NaN and infinities in a float column, and a JSON string
-    that looks like a JSON document (it stays a string)."""
+    """Every byte value in a bytea column, NaN and infinities in a float column, a JSON string that
+    looks like a JSON document (it stays a string), and JSON already encoded (it is not re-encoded)."""
     raw = bytes(range(256))
 
     async def scenario() -> None:
@@ -214,6 +214,13 @@ def test_bytes_floats_and_json_strings_come_back_as_sent(database: str) -> None:
                     "FROM dead_letter_queue WHERE event_id = 'raw-1'")).one()
                 assert (bytes(row.original_key), bytes(row.original_value)) == (b"\x00key\xff", raw)
                 assert (row.payload, row.kind) == ('{"looks": "like json"}', "string")
+                # JSON a caller already encoded goes as it is.
+                await bulk.insert_rows(connection, schema.dead_letter_queue, [{
+                    "event_id": "raw-2", "worker_type": "intake", "error_type": "validation_error", "error_message": "bad",
+                    "payload": bulk.EncodedJson('{"is": ["json"]}')}], conflict=bulk.do_nothing())
+                row = (await connection.exec_driver_sql(
+                    "SELECT payload, jsonb_typeof(payload) AS kind FROM dead_letter_queue WHERE event_id = 'raw-2'")).one()
+                assert (row.payload, row.kind) == ({"is": ["json"]}, "object")
 
                 rows = [{**_processing_row(f"f{index}", "completed", []), "duration_ms": value}
                         for index, value in enumerate([float("nan"), float("inf"), -0.25])]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pydantic
+import pydantic_core
 import pytest
 
 from pipeline.errors import EventDecodeError, MissingIdentifierError, SchemaVersionError
@@ -171,3 +172,19 @@ def test_missing_version_means_version_one() -> None:
     document = json.loads(envelope().to_bytes())
     del document["version"]
     assert decode_event(json.dumps(document).encode()).version == 1
+
+
+@pytest.mark.parametrize("event", [
+    envelope(),
+    envelope(timestamp=datetime(2025, 6, 5, 11, 30, 0, 123456, tzinfo=timezone(timedelta(hours=2))), correlation_id="corr-9",
+             payload={"amount": 1e-7, "big": 2**63, "nested": [{"x": None, "y": True}], "text": 'quote " back \\ tab \t é ☃ 𝄞',
+                      "when": datetime(2025, 1, 1, tzinfo=UTC)},
+             metadata={"source": "kafka", "empty": {}}),
+    envelope(payload={}, metadata={}, version=1),
+    envelope().derive(EventType.TRIAGE_COMPLETED, stage="triage", position=0, payload={"severity": "HIGH", "confidence": 0.9},
+                      now=NOW + timedelta(microseconds=1)),
+])
+def test_bytes_built_around_encoded_payload_are_to_bytes_exactly(event: EventEnvelope) -> None:
+    around = event.to_bytes_around(pydantic_core.to_json(event.payload), pydantic_core.to_json(event.metadata))
+    assert around == event.to_bytes()
+    assert decode_event(around).event_id == event.event_id
