@@ -23,6 +23,8 @@ def redact_text(text: str) -> tuple[str, list[str]]:
     """Replace e-mail addresses, SSNs, IBANs and card numbers (Luhn-valid); return the kinds found."""
     found = []
     for kind, pattern in _TEXT_PATTERNS:
+        if kind == "email" and "@" not in text:
+            continue  # scanning for an address cost a third of this function, and most texts have no '@'
         text, count = pattern.subn(f"[{kind.upper()} REDACTED]", text)
         if count:
             found.append(kind)
