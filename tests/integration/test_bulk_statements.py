@@ -308,6 +308,16 @@ def test_a_column_with_one_value_in_a_large_batch_goes_once_and_reads_back(datab
                 assert [(row[0], row[1], row[6]) for row in await read()] == (
                     [(f"k{index:02d}", "small", True) for index in range(3)]
                     + [(f"k{index:02d}", None, None) for index in range(3, count)])
+
+                # Rows whose every column is uniform still insert one row each (one goes as an array).
+                await connection.exec_driver_sql("CREATE TEMP TABLE uniform_only (label varchar(16), flag boolean)")
+                only_uniform = Table("uniform_only", MetaData(), Column("label", String(16), info=uniform),
+                                     Column("flag", Boolean, info=uniform))
+                await bulk.insert_rows(connection, only_uniform, [{"label": "same", "flag": False}] * count,
+                                       conflict=bulk.do_nothing())
+                assert [type(parameter) for parameter in statements[-1][1]] == [list, bool]
+                assert (await connection.exec_driver_sql(
+                    "SELECT count(*) FROM uniform_only WHERE label = 'same' AND NOT flag")).scalar_one() == count
                 event.remove(sync, "before_cursor_execute", remember)
                 await connection.rollback()
         finally:
