@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic (default 8)")
     parser.add_argument("--concurrency", help="pool actors per stage, e.g. triage=2,playbook=2 or all=2 (default 1)")
     parser.add_argument("--consumers", help="consumer actors per stage, same syntax (default 1)")
-    parser.add_argument("--max-batch-events", help="events per Ray call, one value or per stage (default 500)")
+    parser.add_argument("--max-batch-events", help="events per Ray call, one value or per stage (default: the platform's, 1000)")
     parser.add_argument("--max-in-flight-batches", help="per consumer lane, one value or per stage (default: the platform's, 1)")
     parser.add_argument("--linger-ms", type=int, default=5, help="producer linger of the stages and the publisher (default 5)")
     parser.add_argument("--fetch-timeout-ms", type=int, default=KafkaSettings().fetch_timeout_ms,
