@@ -124,35 +124,31 @@ UNIFORM_MIN_ROWS = 16
 often hold one value by chance, and each such combination is one more statement to prepare."""
 
 
-def _uniform_columns(table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """The `BATCH_UNIFORM` columns whose value is the same in every row (none in a small batch)."""
-    if len(rows) < UNIFORM_MIN_ROWS:
-        return ()
-    uniform = []
-    for name in columns:
-        if table.c[name].info.get(BATCH_UNIFORM):
-            values = [row[name] for row in rows]
+def _columns_and_parameters(
+    table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]], *, arrays_at_least: int = 0,
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[Any, ...]]:
+    """Split `columns` into those sent as arrays and the `BATCH_UNIFORM` ones whose value is the same
+    in every row (none in a small batch), sent once. Answers (array columns, scalar columns,
+    parameters: one array per array column, then one value per scalar column). The first
+    `arrays_at_least` columns always go as arrays (keys to match, or one to give `unnest` its rows)."""
+    values = {name: [row[name] for row in rows] for name in columns}
+    scalars: list[str] = []
+    if len(rows) >= UNIFORM_MIN_ROWS:
+        for index, name in enumerate(columns):
+            column = values[name]
             # `count` compares in C, by identity first. Values that compare equal (1 and 1.0, one
             # instant in two time zones) are one value to PostgreSQL's column type too.
-            if values.count(values[0]) == len(values):
-                uniform.append(name)
-    return tuple(uniform)
-
-
-def _parameters(
-    table: Table, columns: Sequence[str], scalars: Sequence[str], rows: Sequence[Mapping[str, Any]],
-) -> tuple[Any, ...]:
-    """One array per column of `columns`, then one value per column of `scalars` (the first row's)."""
+            if index >= arrays_at_least and table.c[name].info.get(BATCH_UNIFORM) and column.count(column[0]) == len(column):
+                scalars.append(name)
+    arrays = tuple(name for name in columns if name not in scalars)
     parameters: list[Any] = []
-    for name in columns:
+    for name in arrays:
         encode = _encoder(table, name)
-        values = [row[name] for row in rows]
-        parameters.append([encode(value) for value in values] if encode else values)
+        parameters.append([encode(value) for value in values[name]] if encode else values[name])
     for name in scalars:
         encode = _encoder(table, name)
-        value = rows[0][name]
-        parameters.append(encode(value) if encode else value)
-    return tuple(parameters)
+        parameters.append(encode(values[name][0]) if encode else values[name][0])
+    return arrays, tuple(scalars), tuple(parameters)
 
 
 @lru_cache(maxsize=256)
@@ -264,13 +260,10 @@ class WriteBatch:
                 raise ValueError("only one queued write can return rows")
             self._main = len(self._statements)
         names = tuple(columns if columns is not None else rows[0].keys())
-        scalars = _uniform_columns(table, names, rows)
-        if len(scalars) == len(names):
-            scalars = scalars[1:]  # one array at least: unnest gives the statement its rows
-        if scalars:
-            names = tuple(name for name in names if name not in scalars)
-        sql = _insert_sql(table, names, conflict, tuple(returning), scalars)
-        self._statements.append((sql, _parameters(table, names, scalars, rows)))
+        arrays, scalars, parameters = _columns_and_parameters(table, names, rows)
+        if not arrays:  # every column uniform: one goes as an array all the same, for unnest's rows
+            arrays, scalars, parameters = _columns_and_parameters(table, names, rows, arrays_at_least=1)
+        self._statements.append((_insert_sql(table, arrays, conflict, tuple(returning), scalars), parameters))
 
     def update_rows(
         self, table: Table, key_columns: Sequence[str], columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
@@ -279,10 +272,8 @@ class WriteBatch:
         if not rows:
             return
         keys, names = tuple(key_columns), tuple(columns)
-        scalars = _uniform_columns(table, names, rows)
-        if scalars:
-            names = tuple(name for name in names if name not in scalars)
-        self._statements.append((_update_sql(table, keys, names, scalars), _parameters(table, keys + names, scalars, rows)))
+        arrays, scalars, parameters = _columns_and_parameters(table, keys + names, rows, arrays_at_least=len(keys))
+        self._statements.append((_update_sql(table, keys, arrays[len(keys):], scalars), parameters))
 
     async def execute(self, connection: AsyncConnection) -> list[Row[Any]]:
         """Run every queued write in one statement, then forget them. Answers the rows returned by
