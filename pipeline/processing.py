@@ -29,7 +29,7 @@ from typing import Any
 import pydantic_core
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipeline.dead_letters import Rejected, dead_letter_record, dead_letter_row, header_value, record_context
+from pipeline.dead_letters import Rejected, dead_letter_record, dead_letter_row, record_context
 from pipeline.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -43,6 +43,7 @@ from pipeline.events import EventEnvelope, EventType, decode_event, utc_now
 from pipeline.metrics import BatchMetrics
 from pipeline.packs import PackRegistry
 from pipeline.records import BatchResult, EventStat, InboundRecord, OutboundRecord
+from pipeline.redelivery import Known, attempt_number, split_due
 from pipeline.retry import RetryPolicy
 from pipeline.routing import DLQ_TOPIC, topics_for
 from pipeline.settings import Settings
@@ -69,13 +70,6 @@ class ConcurrentProcessingError(DatabaseUnavailableError):
     """Another worker recorded an event of this batch first (e.g. during a rebalance). Retry the batch."""
 
     error_type = "concurrent_processing"
-
-
-@dataclass
-class _Known:
-    status: str
-    retry_count: int
-    output_event_ids: list[str]
 
 
 class BatchProcessor:
@@ -157,13 +151,13 @@ class BatchProcessor:
             # transaction of its own, so nothing is prepared (a tool run) twice.
             async with transaction(self.engine) as connection:
                 known = await self._load_known(connection, event_ids)
-            fresh, replays = _split(events, known)
+            fresh, replays = split_due(events, known)
             await self.stage.prepare([event for event, _ in fresh], state)
         try:
             async with transaction(self.engine) as connection:
                 if not self.stage.slow_prepare:
                     known = await self._load_known(connection, event_ids)
-                    fresh, replays = _split(events, known)
+                    fresh, replays = split_due(events, known)
                     await self.stage.prepare([event for event, _ in fresh], state)
                 writes = bulk.WriteBatch()
                 outcome = await self._apply(connection, writes, fresh, rejected, known, state)
@@ -252,20 +246,20 @@ class BatchProcessor:
                 # re-published, and only the attempt is due: keeping the original lost the retry
                 # until its re-dispatch.
                 index = seen[event.event_id]
-                if _attempt_number(record) > _attempt_number(events[index][1]):
+                if attempt_number(record) > attempt_number(events[index][1]):
                     events[index] = (event, record)
                 continue
             seen[event.event_id] = len(events)
             events.append((event, record))
         return events, rejected
 
-    async def _load_known(self, connection: AsyncConnection, event_ids: list[str]) -> dict[str, _Known]:
+    async def _load_known(self, connection: AsyncConnection, event_ids: list[str]) -> dict[str, Known]:
         rows = await bulk.select_by_keys(
             connection, schema.event_processing_log, ("worker_type", "event_id"),
             ((self.worker_type, event_id) for event_id in event_ids),
             columns=("event_id", "status", "retry_count", "output_event_ids"),
         )
-        return {row.event_id: _Known(row.status, row.retry_count, list(row.output_event_ids)) for row in rows}
+        return {row.event_id: Known(row.status, row.retry_count, list(row.output_event_ids)) for row in rows}
 
     # --- the transaction ------------------------------------------------------------------------
 
@@ -275,7 +269,7 @@ class BatchProcessor:
         writes: bulk.WriteBatch,
         fresh: list[tuple[EventEnvelope, InboundRecord]],
         rejected: list[Rejected],
-        known: dict[str, _Known],
+        known: dict[str, Known],
         state: BatchState,
     ) -> _Outcome:
         """Load, handle every fresh event, and queue the batch's writes (but the processing log's)."""
@@ -435,7 +429,7 @@ class BatchProcessor:
                                   constraint="uq_event_processing_event_worker", where=_STILL_RETRYING)
         writes.insert_rows(table, failed_rows, conflict=conflict)
 
-    async def _recorded_outputs(self, connection: AsyncConnection, known: list[_Known]) -> list[EventEnvelope]:
+    async def _recorded_outputs(self, connection: AsyncConnection, known: list[Known]) -> list[EventEnvelope]:
         ids = [event_id for entry in known for event_id in entry.output_event_ids]
         if not ids:
             return []
@@ -469,33 +463,3 @@ class _Outcome:
     retrying: list[Rejected] = field(default_factory=list)
     processing_rows: list[dict[str, Any]] = field(default_factory=list)  # completed and retrying events
     values: dict[str, bytes] = field(default_factory=dict)  # the outputs' Kafka values, by event id
-
-
-RETRY_ATTEMPT_HEADER = "x-sentinai-retry-attempt"
-
-
-def _split(
-    events: list[tuple[EventEnvelope, InboundRecord]], known: dict[str, _Known]
-) -> tuple[list[tuple[EventEnvelope, InboundRecord]], list[EventEnvelope]]:
-    """The events to process now, and the completed ones whose recorded outputs are re-published."""
-    fresh = [(event, record) for event, record in events if _is_due(known.get(event.event_id), record)]
-    replays = [event for event, _ in events if event.event_id in known and known[event.event_id].status == "completed"]
-    return fresh, replays
-
-
-def _attempt_number(record: InboundRecord) -> int:
-    """The retry attempt a record carries (-1: none, or unreadable)."""
-    attempt = header_value(record, RETRY_ATTEMPT_HEADER)
-    return int(attempt) if attempt is not None and attempt.isdigit() else -1
-
-
-def _is_due(known: _Known | None, record: InboundRecord) -> bool:
-    """Process an event never seen, or a retry when this record is the attempt the supervisor
-    scheduled. Any other copy of a retrying event (a Kafka redelivery of the failed attempt, or a
-    retry re-published twice) is stale: the retry happens once."""
-    if known is None:
-        return True
-    if known.status != "retrying":
-        return False
-    attempt = header_value(record, RETRY_ATTEMPT_HEADER)
-    return attempt is not None and attempt == str(known.retry_count)

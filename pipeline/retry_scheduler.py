@@ -5,7 +5,7 @@ The supervisor asks for due retries, publishes each with the attempt number in a
 `next_retry_at` to a re-dispatch deadline (`SENTINAI_RETRY__REDISPATCH_AFTER_S`). A crash between
 publishing and marking, or a broker that loses the published record, publishes the attempt again;
 the stage processes only the copy whose attempt number matches the recorded `retry_count`, once
-(`pipeline.processing._is_due`), so each retry happens at most once.
+(`pipeline.redelivery.is_due`), so each retry happens at most once.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.processing import RETRY_ATTEMPT_HEADER
 from pipeline.records import OutboundRecord
+from pipeline.redelivery import RETRY_ATTEMPT_HEADER
 from pipeline.routing import input_topic
 from pipeline.settings import KafkaSettings
 from pipeline.storage import schema

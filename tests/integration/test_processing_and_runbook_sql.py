@@ -13,8 +13,9 @@ import pytest
 from pipeline.events import utc_now
 from pipeline.ingest import ingestion_event
 from pipeline.packs import load_packs
-from pipeline.processing import RETRY_ATTEMPT_HEADER, BatchProcessor
+from pipeline.processing import BatchProcessor
 from pipeline.records import InboundRecord
+from pipeline.redelivery import RETRY_ATTEMPT_HEADER
 from pipeline.settings import Settings
 from pipeline.stages import IntakeStage
 from pipeline.storage.database import create_engine
