@@ -260,9 +260,8 @@ class WriteBatch:
                 raise ValueError("only one queued write can return rows")
             self._main = len(self._statements)
         names = tuple(columns if columns is not None else rows[0].keys())
-        arrays, scalars, parameters = _columns_and_parameters(table, names, rows)
-        if not arrays:  # every column uniform: one goes as an array all the same, for unnest's rows
-            arrays, scalars, parameters = _columns_and_parameters(table, names, rows, arrays_at_least=1)
+        # The first column always goes as an array: unnest gives the statement its rows.
+        arrays, scalars, parameters = _columns_and_parameters(table, names, rows, arrays_at_least=1)
         self._statements.append((_insert_sql(table, arrays, conflict, tuple(returning), scalars), parameters))
 
     def update_rows(
