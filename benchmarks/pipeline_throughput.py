@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="embedded only: turn on track_commit_timestamp to also measure commit-time latencies")
     parser.add_argument("--statement-stats", action="store_true",
                         help="embedded only: load pg_stat_statements and report the costliest statements")
+    parser.add_argument("--postgres-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="embedded only, repeatable: a server parameter for this run, e.g. shared_buffers=1GB")
     parser.add_argument("--triage-backend", choices=["rules", "embedded", "openai"], default="rules",
                         help="triage backend (default rules: the throughput bar is set with rules triage)")
     parser.add_argument("--no-sla-monitor", action="store_true", help="do not start the SLA monitor actor")
@@ -160,6 +163,16 @@ def build_settings(args: argparse.Namespace, bootstrap: str, database_url: str, 
     )
 
 
+def _postgres_settings(assignments: list[str]) -> dict[str, str]:
+    settings = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals or not re.fullmatch(r"[a-z_.]+", name) or "'" in value:
+            raise SystemExit(f"--postgres-setting {assignment!r}: expected NAME=VALUE, e.g. shared_buffers=1GB")
+        settings[name] = value
+    return settings
+
+
 def config_summary(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     stages = {stage: settings.stages.for_stage(stage).model_dump(exclude={"group_id", "actor_num_gpus"}) for stage in STAGE_NAMES}
     return {
@@ -167,7 +180,7 @@ def config_summary(args: argparse.Namespace, settings: Settings) -> dict[str, An
         "fetch_timeout_ms": args.fetch_timeout_ms, "max_poll_records": args.max_poll_records, "ray_cpus": args.ray_cpus,
         "db_pool_size": args.db_pool_size, "database": "system" if args.database_url else "embedded",
         "sla_monitor": not args.no_sla_monitor, "triage_backend": settings.triage.backend, "warmup": args.warmup,
-        "seed": args.seed, "stages": stages,
+        "seed": args.seed, "stages": stages, "postgres_settings": _postgres_settings(args.postgres_setting),
     }
 
 
@@ -175,6 +188,7 @@ def _short_config(config: dict[str, Any]) -> str:
     stages = config["stages"]
     parts = [f"triage={config['triage_backend']}", f"partitions={config['partitions']}", f"linger={config['linger_ms']}ms",
              f"fetch={config['fetch_timeout_ms']}ms", f"db={config['database']}", f"ray_cpus={config['ray_cpus']}"]
+    parts += [f"pg:{name}={value}" for name, value in config.get("postgres_settings", {}).items()]
     for key, label in (("concurrency", "pools"), ("consumers", "consumers"), ("max_batch_events", "batch"),
                        ("max_in_flight_batches", "in_flight")):
         values = {stage: entry[key] for stage, entry in stages.items()}
@@ -268,7 +282,8 @@ def _start_platform(args: argparse.Namespace, started: _Started, run_id: str, re
     services = started.services
     bootstrap = services.start_broker()
     database_url = services.start_database(args.database_url, commit_timestamps=args.commit_timestamps,
-                                           statement_stats=args.statement_stats)
+                                           statement_stats=args.statement_stats,
+                                           server_settings=_postgres_settings(args.postgres_setting))
     settings = build_settings(args, bootstrap, database_url, started.run_dir, run_id)
     config = config_summary(args, settings)
     result.update(name=args.name or f"rate{int(args.rate)}-{int(args.duration)}s-{config['database']}",

@@ -80,14 +80,16 @@ class BenchServices:
         self.broker = BundledBroker(port=free_port(), log_path=self.run_dir / "broker.log")
         return self.broker.start()
 
-    def start_database(self, system_admin_url: str | None, *, commit_timestamps: bool, statement_stats: bool = False) -> str:
-        """Return the SQLAlchemy URL of an empty database. Embedded only (both need a restart):
+    def start_database(self, system_admin_url: str | None, *, commit_timestamps: bool, statement_stats: bool = False,
+                       server_settings: dict[str, str] | None = None) -> str:
+        """Return the SQLAlchemy URL of an empty database. Embedded only (all need a restart):
         `commit_timestamps` turns on track_commit_timestamp for commit-time latencies,
-        `statement_stats` loads pg_stat_statements (with planning time) to see what the server spends on."""
+        `statement_stats` loads pg_stat_statements (with planning time) to see what the server spends on,
+        `server_settings` sets server parameters (ALTER SYSTEM) for an experiment."""
         if system_admin_url is None:
             self.postgres = EmbeddedPostgres(self.run_dir / "postgres")
             url = self.postgres.start()
-            changes = []
+            changes = [f"ALTER SYSTEM SET {name} = '{value}'" for name, value in (server_settings or {}).items()]
             if commit_timestamps:
                 changes.append("ALTER SYSTEM SET track_commit_timestamp = on")
             if statement_stats:
@@ -98,6 +100,8 @@ class BenchServices:
                 self.postgres.stop()
                 url = self.postgres.start()
         else:
+            if server_settings:
+                raise SystemExit("--postgres-setting applies to the embedded PostgreSQL only")
             admin = asyncpg_dsn(system_admin_url)
             check_loopback(admin)
             self.admin_dsn = admin
