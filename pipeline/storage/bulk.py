@@ -22,6 +22,12 @@ against `collections.abc` types in Python before it encodes it (with the checks,
 fifth of the stage code's CPU), and these columns were about a third of the elements.
 Which columns went as scalars is part of the statement's text, so a table has a few statements, not one.
 
+For the same reason, a text column (ids, names, JSON, array literals) of such a batch goes as one
+text parameter: its values joined by a control character (U+001F; U+001E stands for NULL), split
+back by `string_to_array` in SQL. Joining is one C call where an array cost two `collections.abc`
+checks per element. A column where a value holds either character (JSON text never does: it
+escapes control characters) goes as an array as before.
+
 A batch's writes need no answer until the last one (the processing log, whose `RETURNING` proves
 this worker claimed its events). `WriteBatch` queues them and sends them together as one statement,
 each as a data-modifying `WITH` clause: one round trip where a batch took five to eight (the
@@ -36,7 +42,7 @@ from functools import lru_cache
 from typing import Any
 
 import pydantic_core
-from sqlalchemy import ARRAY, JSON, LargeBinary, Row, Table
+from sqlalchemy import ARRAY, JSON, LargeBinary, Row, String, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -113,27 +119,68 @@ def _scalar_expression(table: Table, name: str, parameter: int) -> str:
     return f"${parameter}::{column_type.compile(dialect=_DIALECT)}"
 
 
-def _unnest(table: Table, columns: Sequence[str], first_parameter: int = 1) -> str:
-    arrays = ", ".join(f"${first_parameter + index}::{_array_type(table, name)}" for index, name in enumerate(columns))
+def _unnest(table: Table, columns: Sequence[str], first_parameter: int = 1, joined: frozenset[str] = frozenset()) -> str:
+    """`unnest` of one parameter per column: an array, or for a `joined` column the values' text."""
+    arrays = ", ".join(
+        _joined_expression(table, name, first_parameter + index) if name in joined
+        else f"${first_parameter + index}::{_array_type(table, name)}"
+        for index, name in enumerate(columns)
+    )
     names = ", ".join(_quote(name) for name in columns)
     return f"unnest({arrays}) AS v({names})"
 
 
+_SEPARATOR, _NULL = "\x1f", "\x1e"  # ASCII unit and record separators
+_SEPARATOR_SQL, _NULL_SQL = "E'\\x1f'", "E'\\x1e'"
+
+
+def _joined_expression(table: Table, name: str, parameter: int) -> str:
+    """The array a joined column's text `$parameter` splits into. A string column stays `text[]`:
+    PostgreSQL checks a value's length as it stores it, and compares text with varchar keys as
+    text anyway, so a cast to `varchar(n)[]` would only copy every element once more."""
+    split = f"string_to_array(${parameter}::text, {_SEPARATOR_SQL}, {_NULL_SQL})"
+    return f"{split}::jsonb[]" if isinstance(table.c[name].type, JSON) else split
+
+
+def _joinable(table: Table, name: str) -> bool:
+    """A column whose values (as sent) are text: it may travel as one joined text parameter."""
+    column_type = table.c[name].type
+    return isinstance(column_type, (String, ARRAY, JSON))
+
+
+def _joined_text(values: list[Any]) -> str | None:
+    """`values` (text or None) as one text for `string_to_array(text, separator, null)`, or None
+    when they cannot be: a value that is not text, or that holds the separator or the NULL mark."""
+    nulls = values.count(None)
+    texts = [_NULL if value is None else value for value in values] if nulls else values
+    try:
+        joined = _SEPARATOR.join(texts)
+    except TypeError:
+        return None
+    if joined.count(_SEPARATOR) != len(values) - 1 or joined.count(_NULL) != nulls:
+        return None
+    return joined
+
+
 UNIFORM_MIN_ROWS = 16
-"""Below this many rows every column goes as an array: in a small batch, columns that vary would
-often hold one value by chance, and each such combination is one more statement to prepare."""
+"""Below this many rows every column goes as an array, none as a scalar or as joined text: in a
+small batch, columns that vary would often hold one value by chance, and each such combination is
+one more statement to prepare. (Joined text also needs two rows or more: one empty string and no
+row at all are the same empty text.)"""
 
 
 def _columns_and_parameters(
     table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]], *, arrays_at_least: int = 0,
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[Any, ...]]:
+) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str], tuple[Any, ...]]:
     """Split `columns` into those sent as arrays and the `BATCH_UNIFORM` ones whose value is the same
-    in every row (none in a small batch), sent once. Answers (array columns, scalar columns,
-    parameters: one array per array column, then one value per scalar column). The first
-    `arrays_at_least` columns always go as arrays (keys to match, or one to give `unnest` its rows)."""
+    in every row (none in a small batch), sent once. Answers (array columns, scalar columns, the array
+    columns sent as joined text, parameters: one per array column, then one value per scalar column).
+    The first `arrays_at_least` columns always go as arrays (keys to match, or one to give `unnest`
+    its rows)."""
     values = {name: [row[name] for row in rows] for name in columns}
+    large = len(rows) >= UNIFORM_MIN_ROWS
     scalars: list[str] = []
-    if len(rows) >= UNIFORM_MIN_ROWS:
+    if large:
         for index, name in enumerate(columns):
             column = values[name]
             # `count` compares in C, by identity first. Values that compare equal (1 and 1.0, one
@@ -141,25 +188,43 @@ def _columns_and_parameters(
             if index >= arrays_at_least and table.c[name].info.get(BATCH_UNIFORM) and column.count(column[0]) == len(column):
                 scalars.append(name)
     arrays = tuple(name for name in columns if name not in scalars)
-    parameters: list[Any] = []
-    for name in arrays:
-        encode = _encoder(table, name)
-        parameters.append([encode(value) for value in values[name]] if encode else values[name])
+    parameters, joined = _array_parameters(table, arrays, values, join=large)
     for name in scalars:
         encode = _encoder(table, name)
         parameters.append(encode(values[name][0]) if encode else values[name][0])
-    return arrays, tuple(scalars), tuple(parameters)
+    return arrays, tuple(scalars), joined, tuple(parameters)
+
+
+def _array_parameters(
+    table: Table, columns: Sequence[str], values: Mapping[str, list[Any]], *, join: bool,
+) -> tuple[list[Any], frozenset[str]]:
+    """One parameter per column: its encoded values, as one joined text where `join` allows and the
+    column is text (see `_joined_text`), else as a list. Answers them and the joined columns."""
+    parameters: list[Any] = []
+    joined: list[str] = []
+    for name in columns:
+        encode = _encoder(table, name)
+        column = [encode(value) for value in values[name]] if encode else values[name]
+        text = _joined_text(column) if join and _joinable(table, name) else None
+        if text is None:
+            parameters.append(column)
+        else:
+            parameters.append(text)
+            joined.append(name)
+    return parameters, frozenset(joined)
 
 
 @lru_cache(maxsize=256)
 def _insert_sql(
     table: Table, columns: tuple[str, ...], conflict: str, returning: tuple[str, ...], scalars: tuple[str, ...] = (),
+    joined: frozenset[str] = frozenset(),
 ) -> str:
-    """`columns` come from arrays (unnested), then `scalars` from one parameter each."""
+    """`columns` come from arrays (unnested; the `joined` ones from text), then `scalars` from one
+    parameter each."""
     names = ", ".join(_quote(name) for name in columns + scalars)
     values = ", ".join([_value_expression(table, name) for name in columns]
                        + [_scalar_expression(table, name, len(columns) + 1 + index) for index, name in enumerate(scalars)])
-    sql = f"INSERT INTO {_quote(table.name)} ({names}) SELECT {values} FROM {_unnest(table, columns)} {conflict}"
+    sql = f"INSERT INTO {_quote(table.name)} ({names}) SELECT {values} FROM {_unnest(table, columns, joined=joined)} {conflict}"
     if returning:
         sql += " RETURNING " + ", ".join(_quote(name) for name in returning)
     return sql
@@ -203,15 +268,19 @@ async def insert_rows(
 
 
 @lru_cache(maxsize=256)
-def _update_sql(table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...], scalars: tuple[str, ...] = ()) -> str:
-    """`columns` come from arrays (unnested with the keys), then `scalars` from one parameter each."""
+def _update_sql(
+    table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...], scalars: tuple[str, ...] = (),
+    joined: frozenset[str] = frozenset(),
+) -> str:
+    """`columns` come from arrays (unnested with the keys; the `joined` ones from text), then
+    `scalars` from one parameter each."""
     first_scalar = len(key_columns) + len(columns) + 1
     assignments = ", ".join([f"{_quote(name)} = {_value_expression(table, name)}" for name in columns]
                             + [f"{_quote(name)} = {_scalar_expression(table, name, first_scalar + index)}"
                                for index, name in enumerate(scalars)])
     match = " AND ".join(f"t.{_quote(name)} = v.{_quote(name)}" for name in key_columns)
     return (f"UPDATE {_quote(table.name)} AS t SET {assignments} "
-            f"FROM {_unnest(table, key_columns + columns)} WHERE {match}")
+            f"FROM {_unnest(table, key_columns + columns, joined=joined)} WHERE {match}")
 
 
 async def update_rows(
@@ -261,8 +330,8 @@ class WriteBatch:
             self._main = len(self._statements)
         names = tuple(columns if columns is not None else rows[0].keys())
         # The first column always goes as an array: unnest gives the statement its rows.
-        arrays, scalars, parameters = _columns_and_parameters(table, names, rows, arrays_at_least=1)
-        self._statements.append((_insert_sql(table, arrays, conflict, tuple(returning), scalars), parameters))
+        arrays, scalars, joined, parameters = _columns_and_parameters(table, names, rows, arrays_at_least=1)
+        self._statements.append((_insert_sql(table, arrays, conflict, tuple(returning), scalars, joined), parameters))
 
     def update_rows(
         self, table: Table, key_columns: Sequence[str], columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
@@ -271,8 +340,8 @@ class WriteBatch:
         if not rows:
             return
         keys, names = tuple(key_columns), tuple(columns)
-        arrays, scalars, parameters = _columns_and_parameters(table, keys + names, rows, arrays_at_least=len(keys))
-        self._statements.append((_update_sql(table, keys, arrays[len(keys):], scalars), parameters))
+        arrays, scalars, joined, parameters = _columns_and_parameters(table, keys + names, rows, arrays_at_least=len(keys))
+        self._statements.append((_update_sql(table, keys, arrays[len(keys):], scalars, joined), parameters))
 
     async def execute(self, connection: AsyncConnection) -> list[Row[Any]]:
         """Run every queued write in one statement, then forget them. Answers the rows returned by
@@ -306,12 +375,15 @@ def _combined_sql(statements: tuple[str, ...], parameter_counts: tuple[int, ...]
 
 
 @lru_cache(maxsize=256)
-def _select_sql(table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...], order_by: tuple[str, ...]) -> str:
+def _select_sql(
+    table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...], order_by: tuple[str, ...],
+    joined: frozenset[str] = frozenset(),
+) -> str:
     # A LATERAL subquery that the planner cannot flatten (OFFSET 0): one index probe per key,
     # always. As a plain join, PostgreSQL hashes the whole table once a batch has a few hundred keys.
     selected = ", ".join(f"t.{_quote(name)}" for name in columns)
     match = " AND ".join(f"t.{_quote(name)} = v.{_quote(name)}" for name in key_columns)
-    sql = (f"SELECT {selected} FROM {_unnest(table, key_columns)} "
+    sql = (f"SELECT {selected} FROM {_unnest(table, key_columns, joined=joined)} "
            f"CROSS JOIN LATERAL (SELECT * FROM {_quote(table.name)} AS t WHERE {match} OFFSET 0) AS t")
     if order_by:
         sql += " ORDER BY " + ", ".join(f"t.{_quote(name)}" for name in order_by)
@@ -332,6 +404,7 @@ async def select_by_keys(
     if not distinct:
         return []
     names = tuple(columns) if columns is not None else tuple(table.c.keys())
-    sql = _select_sql(table, tuple(key_columns), names, tuple(order_by))
-    key_arrays = tuple(list(values) for values in zip(*distinct, strict=True))
-    return list((await connection.exec_driver_sql(sql, key_arrays)).all())
+    keys_by_column = dict(zip(key_columns, (list(values) for values in zip(*distinct, strict=True)), strict=True))
+    parameters, joined = _array_parameters(table, tuple(key_columns), keys_by_column, join=len(distinct) >= UNIFORM_MIN_ROWS)
+    sql = _select_sql(table, tuple(key_columns), names, tuple(order_by), joined)
+    return list((await connection.exec_driver_sql(sql, tuple(parameters))).all())

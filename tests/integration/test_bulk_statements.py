@@ -288,20 +288,23 @@ def test_a_column_with_one_value_in_a_large_batch_goes_once_and_reads_back(datab
                 first = rows("same")
                 await bulk.insert_rows(connection, table, first, conflict=upsert)
                 sql, parameters = statements[-1]
-                # key and amount vary: two arrays; the six uniform columns: one value each.
-                assert sql.count("[]") == 2 + 1 and len(parameters) == 8, sql  # tags' scalar is cast to an array
+                # key and amount vary: key as joined text, amount as an array; the six uniform
+                # columns: one value each (tags' scalar is cast to an array).
+                assert [type(parameter) for parameter in parameters[:2]] == [str, list] and len(parameters) == 8, sql
+                assert sql.count("string_to_array") == 1 and sql.count("[]") == 2, sql
                 assert await read() == expected(first)
 
-                # One row differs in every uniform column: everything goes as arrays.
+                # One row differs in every uniform column: everything goes as arrays (the text ones
+                # as joined text, see the next test).
                 second = rows("same", {"label": None, "tags": [], "doc": {"n": 2}, "blob": b"", "at": None, "flag": False})
                 await bulk.insert_rows(connection, table, second, conflict=upsert)
-                assert [type(parameter) for parameter in statements[-1][1]] == [list] * 8
+                assert [type(parameter) for parameter in statements[-1][1]] == [str] * 4 + [list] * 4
                 assert await read() == expected(second)
 
                 # An update setting uniform NULLs, and a small batch (arrays only).
                 await bulk.update_rows(connection, table, ("key",), ("label", "flag"),
                                        [{"key": r["key"], "label": None, "flag": None} for r in first])
-                assert [type(parameter) for parameter in statements[-1][1]] == [list, type(None), type(None)]
+                assert [type(parameter) for parameter in statements[-1][1]] == [str, type(None), type(None)]
                 small = rows("small")[:3]
                 await bulk.insert_rows(connection, table, small, conflict=upsert)
                 assert [type(parameter) for parameter in statements[-1][1]] == [list] * 8
@@ -315,9 +318,82 @@ def test_a_column_with_one_value_in_a_large_batch_goes_once_and_reads_back(datab
                                      Column("flag", Boolean, info=uniform))
                 await bulk.insert_rows(connection, only_uniform, [{"label": "same", "flag": False}] * count,
                                        conflict=bulk.do_nothing())
-                assert [type(parameter) for parameter in statements[-1][1]] == [list, bool]
+                assert [type(parameter) for parameter in statements[-1][1]] == [str, bool]
                 assert (await connection.exec_driver_sql(
                     "SELECT count(*) FROM uniform_only WHERE label = 'same' AND NOT flag")).scalar_one() == count
+                event.remove(sync, "before_cursor_execute", remember)
+                await connection.rollback()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_text_columns_of_a_large_batch_travel_joined_and_read_back_exactly(database: str) -> None:
+    """In a batch of `UNIFORM_MIN_ROWS` rows or more, a text column (string, array literal, JSON)
+    goes as one text split by `string_to_array`. NULLs, empty strings and awkward text read back as
+    written; a column where a value holds the separator or the NULL mark goes as an array; key
+    lookups take the same path."""
+    table = Table(
+        "joined_probe", MetaData(),
+        Column("key", String(16), primary_key=True),
+        Column("label", String(32)),
+        Column("tags", ARRAY(String(16))),
+        Column("doc", JSONB),
+        Column("amount", Float),
+    )
+    count = bulk.UNIFORM_MIN_ROWS + 4
+    awkward = ["", None, "NULL", 'with "quotes"', "back\\slash", "comma,brace}{", " spaced ", "é☃", "tab\tnew\nline"]
+
+    def rows(labels: list[str | None]) -> list[dict[str, object]]:
+        return [{"key": f"k{index:02d}", "label": labels[index % len(labels)],
+                 "tags": None if index == 1 else ["", "x\x1fy"] if index == 2 else [f"t{index}", 'a "b"'],
+                 "doc": None if index == 3 else {"text": "unit\x1fsep record\x1esep", "n": [index, None]},
+                 "amount": index / 4} for index in range(count)]
+
+    async def scenario() -> None:
+        engine = create_engine(database, DatabaseSettings())
+        statements: list[tuple[str, object]] = []
+        try:
+            async with engine.connect() as connection:
+                await connection.exec_driver_sql(
+                    "CREATE TEMP TABLE joined_probe (key varchar(16) PRIMARY KEY, label varchar(32), tags varchar(16)[], "
+                    "doc jsonb, amount float)")
+                sync = connection.sync_connection
+                assert sync is not None
+
+                def remember(conn: object, cursor: object, statement: str, parameters: object, *args: object) -> None:
+                    statements.append((statement, parameters))
+
+                event.listen(sync, "before_cursor_execute", remember)
+
+                async def read() -> list[dict[str, object]]:
+                    result = await connection.exec_driver_sql("SELECT key, label, tags, doc, amount FROM joined_probe ORDER BY key")
+                    return [dict(row._mapping) for row in result.all()]
+
+                written = rows(awkward)
+                await bulk.insert_rows(connection, table, written, conflict=bulk.do_nothing())
+                sql, parameters = statements[-1]
+                # key, label, doc: joined; tags: an array, a value holds the separator; amount: not text.
+                assert [type(parameter) for parameter in parameters] == [str, str, list, str, list], sql
+                assert sql.count("string_to_array") == 3
+                assert await read() == written
+
+                # A value holding the NULL mark sends its column as an array; the rest stay joined.
+                relabelled = [{"key": row["key"], "label": "mark\x1e" if row["key"] == "k05" else f"L{row['key']}"}
+                              for row in written]
+                await bulk.update_rows(connection, table, ("key",), ("label",), relabelled)
+                assert [type(parameter) for parameter in statements[-1][1]] == [str, list]
+                assert [(row["key"], row["label"]) for row in await read()] == [(r["key"], r["label"]) for r in relabelled]
+
+                found = await bulk.select_by_keys(connection, table, ("key",), [(f"k{index:02d}",) for index in range(count)]
+                                                  + [("absent",), ("sep\x1fkey",)], columns=("key",))
+                assert type(statements[-1][1][0]) is list  # a key holds the separator
+                assert sorted(row.key for row in found) == [row["key"] for row in written]
+                found = await bulk.select_by_keys(connection, table, ("key",), [(row["key"],) for row in written],
+                                                  columns=("key", "doc"))
+                assert type(statements[-1][1][0]) is str
+                assert {row.key: row.doc for row in found} == {row["key"]: row["doc"] for row in written}
                 event.remove(sync, "before_cursor_execute", remember)
                 await connection.rollback()
         finally:
