@@ -112,13 +112,23 @@ def test_key_lookup_probes_the_primary_key_even_with_stale_statistics(database: 
                     "INSERT INTO exceptions (tenant_id, exception_id, status) "
                     "SELECT 'T' || (i % 3), 'E' || i, 'open' FROM generate_series(1, 20000) AS i")
                 keys = [(f"T{i % 3}", f"E{i}") for i in range(1, 20000, 97)]
-                sql = bulk._select_sql(schema.exceptions, ("tenant_id", "exception_id"), tuple(schema.exceptions.c.keys()), ())
-                plan = "\n".join(row[0] for row in (await connection.exec_driver_sql(
-                    "EXPLAIN " + sql, tuple(list(column) for column in zip(*keys, strict=True)))).all())
-                assert "Index Scan using exceptions_pkey" in plan, plan
-                assert "Seq Scan on exceptions" not in plan and "Filter" not in plan, plan
+                key_columns = ("tenant_id", "exception_id")
+                arrays = tuple(list(column) for column in zip(*keys, strict=True))
+                # Keys as arrays (a small batch), and as joined text: text compared with the
+                # varchar key columns must still probe their index.
+                for joined, parameters in ((frozenset(), arrays), (frozenset(key_columns), tuple("\x1f".join(a) for a in arrays))):
+                    sql = bulk._select_sql(schema.exceptions, key_columns, tuple(schema.exceptions.c.keys()), (), joined)
+                    plan = "\n".join(row[0] for row in (await connection.exec_driver_sql("EXPLAIN " + sql, parameters)).all())
+                    assert "Index Scan using exceptions_pkey" in plan, plan
+                    assert "Seq Scan on exceptions" not in plan and "Filter" not in plan, plan
                 rows = await bulk.select_by_keys(connection, schema.exceptions, ("tenant_id", "exception_id"), keys)
                 assert len(rows) == len(keys)
+                # With fresh statistics, a batch's UPDATE probes the index with either form of keys.
+                await connection.exec_driver_sql("ANALYZE exceptions")
+                for joined, parameters in ((frozenset(), arrays), (frozenset(key_columns), tuple("\x1f".join(a) for a in arrays))):
+                    sql = bulk._update_sql(schema.exceptions, key_columns, (), ("status",), joined)
+                    plan = "\n".join(row[0] for row in (await connection.exec_driver_sql("EXPLAIN " + sql, (*parameters, "open"))).all())
+                    assert "Index Scan using" in plan and "Seq Scan on exceptions" not in plan, plan
         finally:
             await engine.dispose()
 
