@@ -87,7 +87,7 @@ class StageSettings(_Frozen):
     # Kafka once the partitions pause) into the next, larger batch. Deeper queues of small batches
     # cost more CPU per event: at 500/s on two cores, p99 7.2 s with 4, 4.3 s with 2, 2.5 s with 1,
     # and 1 sustained the most at 1,000/s offered (docs/benchmarks.md).
-    max_in_flight_batches: int = Field(default=1, ge=1, le=1024, description="per consumer; beyond it partitions pause")
+    max_in_flight_batches: int = Field(default=1, ge=1, le=1024, description="per consumer and lane: batches the pool has not answered; beyond it partitions pause")
     # A batch has a fixed cost (the Ray call, the transaction's round trips, the produce request):
     # about 2.5 ms of Python and 4 ms of PostgreSQL on two cores. Below saturation batches stay
     # small whatever the cap; a stage that falls behind (at 1,000/s offered, the playbook stage) then

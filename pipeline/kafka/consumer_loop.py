@@ -4,6 +4,11 @@ commit offsets. Knows nothing of Ray: the pool is reached through a `Submit` cal
 Delivery order for each batch: the pool commits its effects to PostgreSQL, the outputs are produced
 and acknowledged (acks=all), then the batch's offsets complete and the lowest contiguous completed
 offset of each partition is committed. A crash anywhere costs only redelivery.
+
+A lane takes its next batch as soon as the pool has answered the last one: the next batch is fetched
+and processed while the last one's outputs are produced. Each lane still produces its batches'
+outputs one batch after the other, each only once the one before is acknowledged, so outputs keep
+their order, and offsets still complete only after acknowledgement.
 """
 
 from __future__ import annotations
@@ -190,6 +195,10 @@ class StageConsumerLoop:
     async def _complete_lane(self, lane: Lane) -> None:
         while True:
             records, result = await lane.next_result()
+            # The lane has room again: let the fetch loop dispatch while these outputs are produced
+            # (waiting for their acknowledgement held every hop up by the linger and a round trip).
+            async with self._progress:
+                self._progress.notify_all()
             await self._produce(result)
             for record in records:
                 self.tracker.completed((record.topic, record.partition), record.offset)

@@ -1,0 +1,133 @@
+"""pipeline.kafka.consumer_loop: a lane takes its next batch while the last one's outputs are being
+produced, yet outputs go out in batch order and offsets complete only once outputs are acknowledged
+(fake Kafka clients)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from pipeline.kafka.consumer_loop import StageConsumerLoop
+from pipeline.records import BatchResult, InboundRecord, OutboundRecord
+
+TOPIC = "sentinai.triage"
+OUTPUT_TOPIC = "sentinai.policy"
+PARTITION = TopicPartition(TOPIC, 0)
+
+
+class FakeConsumer:
+    """Hands out one record per fetch, then nothing; remembers every commit."""
+
+    def __init__(self, count: int) -> None:
+        self.log_end = count
+        self._pending = [SimpleNamespace(topic=TOPIC, partition=0, offset=offset, key=b"FIN_ACME:EXC-1", value=b"{}",
+                                         headers=(), timestamp=0) for offset in range(count)]
+        self.commits: list[int] = []
+
+    async def getmany(self, timeout_ms: int, max_records: Any = None) -> dict[TopicPartition, list[Any]]:
+        await asyncio.sleep(timeout_ms / 1000)
+        return {PARTITION: [self._pending.pop(0)]} if self._pending else {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets[PARTITION])
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Fetching pauses while the lane is full."""
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        """And resumes when it has room."""
+
+    def assignment(self) -> set[TopicPartition]:
+        return {PARTITION}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.log_end
+
+
+class FakeBatchBuilder:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+        self.closed = False
+
+    def append(self, *, key: bytes, value: bytes, timestamp: Any, headers: Any) -> object:
+        assert not self.closed
+        self.values.append(value)
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeProducer:
+    """Acknowledges a sent batch only when the test says so."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.acks: list[asyncio.Future[None]] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> FakeBatchBuilder:
+        return FakeBatchBuilder()
+
+    async def send_batch(self, builder: FakeBatchBuilder, topic: str, partition: int) -> asyncio.Future[None]:
+        self.sent.extend(builder.values)
+        self.acks.append(asyncio.get_running_loop().create_future())
+        return self.acks[-1]
+
+
+async def _until(condition: Any, timeout_s: float = 2.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(poll(), timeout_s)
+
+
+async def test_the_next_batch_is_processed_while_outputs_wait_for_acknowledgement_and_stay_in_order() -> None:
+    consumer, producer = FakeConsumer(3), FakeProducer()
+    submitted: list[int] = []
+
+    async def submit(lane: int, sequence: int, floor: int, batch: list[InboundRecord]) -> BatchResult:
+        submitted.extend(record.offset for record in batch)
+        return BatchResult(outputs=[OutboundRecord(OUTPUT_TOPIC, record.key, f"out-{record.offset}".encode(), ())
+                                    for record in batch])
+
+    loop = StageConsumerLoop(
+        name="test", consumer=consumer, producer=producer, topic=TOPIC, submit=submit,  # type: ignore[arg-type]
+        lanes=1, max_in_flight_per_lane=1, max_batch_events=500, fetch_timeout_ms=5, commit_interval_s=0.0,
+    )
+    loop._lane_tasks = [asyncio.create_task(loop._complete_lane(lane)) for lane in loop.lanes]
+    fetching = asyncio.create_task(loop.run())
+    try:
+        # Batch 0's outputs are sent and not acknowledged: batch 1 is processed meanwhile, but its
+        # outputs wait for batch 0's acknowledgement, and no offset completes.
+        await _until(lambda: len(submitted) == 2)
+        await asyncio.sleep(0.05)
+        assert producer.sent == [b"out-0"]
+        assert submitted == [0, 1]  # one batch in the pool at a time: batch 2 waits for the lane
+        assert all(offset == 0 for offset in consumer.commits) and loop.tracker.in_flight() == 2
+
+        producer.acks[0].set_result(None)
+        await _until(lambda: producer.sent == [b"out-0", b"out-1"] and submitted == [0, 1, 2])
+        await _until(lambda: 1 in consumer.commits)  # offset 0 done: the next to read is 1
+        assert max(consumer.commits) == 1
+
+        producer.acks[1].set_result(None)
+        await _until(lambda: len(producer.acks) == 3)
+        producer.acks[2].set_result(None)
+        await _until(lambda: loop.tracker.in_flight() == 0)
+        assert producer.sent == [b"out-0", b"out-1", b"out-2"]
+    finally:
+        loop._stopping.set()
+        async with loop._progress:
+            loop._progress.notify_all()
+        await fetching
+        for task in loop._lane_tasks:
+            task.cancel()
+        await asyncio.gather(*loop._lane_tasks, return_exceptions=True)
+    await loop.finish_in_flight()
+    assert consumer.commits[-1] == 3
