@@ -230,7 +230,9 @@ class StageConsumerLoop:
         `producer.send()` per record cost ~20 µs of Python each (metadata checks, partition lists,
         a future per record): a quarter of a consumer's CPU at saturation. The partition is the
         producer's own choice for the key (`partition_for_key`), so the records land where `send()`
-        would have put them, in the same order."""
+        would have put them, in the same order. Each batch is closed before it is queued: nothing
+        else may join it, and aiokafka sends a closed batch at once instead of after the linger
+        (`producer_linger_ms` is for `send()`: these batches are already as full as they will get)."""
         builders: dict[tuple[str, int], Any] = {}
         deliveries: list[asyncio.Future[Any]] = []
         partitions: dict[str, list[int]] = {}
@@ -244,10 +246,12 @@ class StageConsumerLoop:
                 builder = builders[target] = self.producer.create_batch()
             if builder.append(key=out.key, value=out.value, timestamp=None, headers=list(out.headers)) is None:
                 # Full (max_batch_size): send it, and start the partition's next batch with this record.
+                builder.close()
                 deliveries.append(await self.producer.send_batch(builder, target[0], partition=target[1]))
                 builder = builders[target] = self.producer.create_batch()
                 builder.append(key=out.key, value=out.value, timestamp=None, headers=list(out.headers))
         for (topic, partition), builder in builders.items():
+            builder.close()
             deliveries.append(await self.producer.send_batch(builder, topic, partition=partition))
         return deliveries
 

@@ -73,3 +73,26 @@ async def test_outputs_land_on_the_default_partitioners_partition_in_order(broke
         assert sorted(sequences_by_key) == sorted(keys)
         for sequences in sequences_by_key.values():
             assert sequences == sorted(sequences)  # one key's records in the order they were produced
+
+
+async def test_output_batches_do_not_wait_for_the_producer_linger(broker: BundledBroker) -> None:
+    """The loop closes each batch it queues, and aiokafka sends a closed batch at once: with a
+    one-minute linger, outputs are still acknowledged within seconds (an open batch would wait)."""
+    bootstrap = broker.start()
+    run = uuid.uuid4().hex[:8]
+    topic = f"produce-linger-{run}"
+    settings = KafkaSettings(partitions=_PARTITIONS, producer_linger_ms=60_000)
+    await ensure_topics(settings, bootstrap, [topic])
+    producer = make_producer(settings, bootstrap, "test-producer")
+    loop = StageConsumerLoop(
+        name="test", consumer=None, producer=producer, topic=topic, submit=None,  # type: ignore[arg-type]
+        lanes=1, max_in_flight_per_lane=1, max_batch_events=500, fetch_timeout_ms=50,
+    )
+    outputs = [OutboundRecord(topic, f"FIN_ACME:EXC-{index}".encode(), b"{}", ()) for index in range(20)]
+    await producer.start()
+    try:
+        async with asyncio.timeout(20):
+            await loop._produce(BatchResult(outputs=outputs))
+    finally:
+        await producer.stop()
+    assert len(await _read_all(bootstrap, topic, 20)) == 20

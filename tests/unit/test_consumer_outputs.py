@@ -75,6 +75,7 @@ class FakeProducer:
         return FakeBatchBuilder()
 
     async def send_batch(self, builder: FakeBatchBuilder, topic: str, partition: int) -> asyncio.Future[None]:
+        assert builder.closed  # queued closed: sent at once, not after the linger
         self.sent.extend(builder.values)
         self.acks.append(asyncio.get_running_loop().create_future())
         return self.acks[-1]
