@@ -4,11 +4,14 @@ back (JSON, arrays, NULLs, conflicts), and that a key lookup stays an index prob
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import ARRAY, Boolean, Column, DateTime, Float, LargeBinary, MetaData, String, Table, event
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.settings import DatabaseSettings
 from pipeline.storage import bulk, schema
@@ -31,6 +34,19 @@ def _processing_row(event_id: str, status: str, outputs: list[str]) -> dict[str,
 def _exception_row(exception_id: str, attributes: dict[str, object]) -> dict[str, object]:
     return {"tenant_id": "FIN_ACME", "exception_id": exception_id, "status": "open", "attributes": attributes,
             "policy_reasons": None, "created_at": _NOW, "updated_at": _NOW}
+
+
+def _remember_statements(connection: AsyncConnection) -> tuple[list[tuple[str, Any]], Callable[[], None]]:
+    """Every statement `connection` sends from now on, with its parameters; and how to stop listening."""
+    sync = connection.sync_connection
+    assert sync is not None
+    statements: list[tuple[str, Any]] = []
+
+    def remember(conn: object, cursor: object, statement: str, parameters: Any, *args: object) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(sync, "before_cursor_execute", remember)
+    return statements, lambda: event.remove(sync, "before_cursor_execute", remember)
 
 
 def test_array_elements_survive_the_literal_they_travel_in(database: str) -> None:
@@ -141,7 +157,6 @@ def test_queued_writes_go_in_one_statement_and_the_returning_one_answers(databas
         table = schema.event_processing_log
         claim = bulk.do_update(table, (), ("status",), constraint="uq_event_processing_event_worker",
                                where="event_processing_log.status = 'retrying'")
-        statements: list[str] = []
         try:
             async with engine.begin() as connection:
                 await bulk.insert_rows(connection, schema.exceptions, [_exception_row("W1", {}), _exception_row("W2", {})],
@@ -158,17 +173,12 @@ def test_queued_writes_go_in_one_statement_and_the_returning_one_answers(databas
                 with pytest.raises(ValueError):
                     writes.insert_rows(table, [_processing_row("other", "completed", [])], conflict=claim, returning=("event_id",))
                 assert len(writes) == 3
-                sync = connection.sync_connection
-                assert sync is not None
-                def remember(conn: object, cursor: object, statement: str, *args: object) -> None:
-                    statements.append(statement)
-
-                event.listen(sync, "before_cursor_execute", remember)
+                statements, forget = _remember_statements(connection)
                 claimed = await writes.execute(connection)
-                event.remove(sync, "before_cursor_execute", remember)
+                forget()
                 # "done" was already completed: not claimed, so not returned.
                 assert [row.event_id for row in claimed] == ["new"]
-                assert len(statements) == 1 and statements[0].startswith("WITH w0 AS (UPDATE")
+                assert len(statements) == 1 and statements[0][0].startswith("WITH w0 AS (UPDATE")
                 assert len(writes) == 0 and await writes.execute(connection) == []
                 rows = await bulk.select_by_keys(connection, schema.exceptions, ("tenant_id", "exception_id"),
                                                  [("FIN_ACME", "W1"), ("FIN_ACME", "W2"), ("FIN_ACME", "W3")],
@@ -272,19 +282,12 @@ def test_a_column_with_one_value_in_a_large_batch_goes_once_and_reads_back(datab
 
     async def scenario() -> None:
         engine = create_engine(database, DatabaseSettings())
-        statements: list[tuple[str, object]] = []
         try:
             async with engine.connect() as connection:
                 await connection.exec_driver_sql(
                     "CREATE TEMP TABLE uniform_probe (key varchar(16) PRIMARY KEY, label varchar(16), tags varchar(16)[], "
                     "doc jsonb, blob bytea, at timestamptz, flag boolean, amount float)")
-                sync = connection.sync_connection
-                assert sync is not None
-
-                def remember(conn: object, cursor: object, statement: str, parameters: object, *args: object) -> None:
-                    statements.append((statement, parameters))
-
-                event.listen(sync, "before_cursor_execute", remember)
+                statements, forget = _remember_statements(connection)
 
                 async def read() -> list[tuple[object, ...]]:
                     result = await connection.exec_driver_sql(
@@ -331,7 +334,7 @@ def test_a_column_with_one_value_in_a_large_batch_goes_once_and_reads_back(datab
                 assert [type(parameter) for parameter in statements[-1][1]] == [str, bool]
                 assert (await connection.exec_driver_sql(
                     "SELECT count(*) FROM uniform_only WHERE label = 'same' AND NOT flag")).scalar_one() == count
-                event.remove(sync, "before_cursor_execute", remember)
+                forget()
                 await connection.rollback()
         finally:
             await engine.dispose()
@@ -363,19 +366,12 @@ def test_text_columns_of_a_large_batch_travel_joined_and_read_back_exactly(datab
 
     async def scenario() -> None:
         engine = create_engine(database, DatabaseSettings())
-        statements: list[tuple[str, object]] = []
         try:
             async with engine.connect() as connection:
                 await connection.exec_driver_sql(
                     "CREATE TEMP TABLE joined_probe (key varchar(16) PRIMARY KEY, label varchar(32), tags varchar(16)[], "
                     "doc jsonb, amount float)")
-                sync = connection.sync_connection
-                assert sync is not None
-
-                def remember(conn: object, cursor: object, statement: str, parameters: object, *args: object) -> None:
-                    statements.append((statement, parameters))
-
-                event.listen(sync, "before_cursor_execute", remember)
+                statements, forget = _remember_statements(connection)
 
                 async def read() -> list[dict[str, object]]:
                     result = await connection.exec_driver_sql("SELECT key, label, tags, doc, amount FROM joined_probe ORDER BY key")
@@ -404,7 +400,7 @@ def test_text_columns_of_a_large_batch_travel_joined_and_read_back_exactly(datab
                                                   columns=("key", "doc"))
                 assert type(statements[-1][1][0]) is str
                 assert {row.key: row.doc for row in found} == {row["key"]: row["doc"] for row in written}
-                event.remove(sync, "before_cursor_execute", remember)
+                forget()
                 await connection.rollback()
         finally:
             await engine.dispose()

@@ -5,46 +5,13 @@ produced, yet outputs go out in batch order and offsets complete only once outpu
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
-
-from aiokafka import TopicPartition
 
 from pipeline.kafka.consumer_loop import StageConsumerLoop
 from pipeline.records import BatchResult, InboundRecord, OutboundRecord
+from tests.unit.kafka_fakes import PARTITION, TOPIC, FakeConsumer
 
-TOPIC = "sentinai.triage"
 OUTPUT_TOPIC = "sentinai.policy"
-PARTITION = TopicPartition(TOPIC, 0)
-
-
-class FakeConsumer:
-    """Hands out one record per fetch, then nothing; remembers every commit."""
-
-    def __init__(self, count: int) -> None:
-        self.log_end = count
-        self._pending = [SimpleNamespace(topic=TOPIC, partition=0, offset=offset, key=b"FIN_ACME:EXC-1", value=b"{}",
-                                         headers=(), timestamp=0) for offset in range(count)]
-        self.commits: list[int] = []
-
-    async def getmany(self, timeout_ms: int, max_records: Any = None) -> dict[TopicPartition, list[Any]]:
-        await asyncio.sleep(timeout_ms / 1000)
-        return {PARTITION: [self._pending.pop(0)]} if self._pending else {}
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commits.append(offsets[PARTITION])
-
-    def pause(self, *partitions: TopicPartition) -> None:
-        """Fetching pauses while the lane is full."""
-
-    def resume(self, *partitions: TopicPartition) -> None:
-        """And resumes when it has room."""
-
-    def assignment(self) -> set[TopicPartition]:
-        return {PARTITION}
-
-    def highwater(self, tp: TopicPartition) -> int:
-        return self.log_end
 
 
 class FakeBatchBuilder:
@@ -110,12 +77,12 @@ async def test_the_next_batch_is_processed_while_outputs_wait_for_acknowledgemen
         await asyncio.sleep(0.05)
         assert producer.sent == [b"out-0"]
         assert submitted == [0, 1]  # one batch in the pool at a time: batch 2 waits for the lane
-        assert all(offset == 0 for offset in consumer.commits) and loop.tracker.in_flight() == 2
+        assert all(commit[PARTITION] == 0 for commit in consumer.commits) and loop.tracker.in_flight() == 2
 
         producer.acks[0].set_result(None)
         await _until(lambda: producer.sent == [b"out-0", b"out-1"] and submitted == [0, 1, 2])
-        await _until(lambda: 1 in consumer.commits)  # offset 0 done: the next to read is 1
-        assert max(consumer.commits) == 1
+        await _until(lambda: {PARTITION: 1} in consumer.commits)  # offset 0 done: the next to read is 1
+        assert max(commit[PARTITION] for commit in consumer.commits) == 1
 
         producer.acks[1].set_result(None)
         await _until(lambda: len(producer.acks) == 3)
@@ -131,4 +98,4 @@ async def test_the_next_batch_is_processed_while_outputs_wait_for_acknowledgemen
             task.cancel()
         await asyncio.gather(*loop._lane_tasks, return_exceptions=True)
     await loop.finish_in_flight()
-    assert consumer.commits[-1] == 3
+    assert consumer.commits[-1] == {PARTITION: 3}
