@@ -134,6 +134,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
+    if args.postgres_setting and args.database_url:
+        parser.error("--postgres-setting applies to the embedded PostgreSQL only, not with --database-url")
+    try:
+        _postgres_settings(args.postgres_setting)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -164,11 +170,12 @@ def build_settings(args: argparse.Namespace, bootstrap: str, database_url: str, 
 
 
 def _postgres_settings(assignments: list[str]) -> dict[str, str]:
+    """`--postgres-setting` values as {name: value}. Raises ValueError for one that is not NAME=VALUE."""
     settings = {}
     for assignment in assignments:
         name, equals, value = assignment.partition("=")
         if not equals or not re.fullmatch(r"[a-z_.]+", name) or "'" in value:
-            raise SystemExit(f"--postgres-setting {assignment!r}: expected NAME=VALUE, e.g. shared_buffers=1GB")
+            raise ValueError(f"--postgres-setting {assignment!r}: expected NAME=VALUE, e.g. shared_buffers=1GB")
         settings[name] = value
     return settings
 

@@ -101,7 +101,7 @@ class BenchServices:
                 url = self.postgres.start()
         else:
             if server_settings:
-                raise SystemExit("--postgres-setting applies to the embedded PostgreSQL only")
+                raise ValueError("server settings apply to the embedded PostgreSQL only")
             admin = asyncpg_dsn(system_admin_url)
             check_loopback(admin)
             self.admin_dsn = admin
