@@ -42,7 +42,7 @@ from functools import lru_cache
 from typing import Any
 
 import pydantic_core
-from sqlalchemy import ARRAY, JSON, LargeBinary, Row, String, Table
+from sqlalchemy import ARRAY, JSON, Enum, LargeBinary, Row, String, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -143,9 +143,10 @@ def _joined_expression(table: Table, name: str, parameter: int) -> str:
 
 
 def _joinable(table: Table, name: str) -> bool:
-    """A column whose values (as sent) are text: it may travel as one joined text parameter."""
+    """A column whose values (as sent) are text: it may travel as one joined text parameter. Not an
+    `Enum`: a native enum type takes no `text` without a cast, and `_joined_expression` casts none."""
     column_type = table.c[name].type
-    return isinstance(column_type, (String, ARRAY, JSON))
+    return isinstance(column_type, (String, ARRAY, JSON)) and not isinstance(column_type, Enum)
 
 
 def _joined_text(values: list[Any]) -> str | None:

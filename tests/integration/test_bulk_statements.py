@@ -9,7 +9,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import ARRAY, Boolean, Column, DateTime, Float, LargeBinary, MetaData, String, Table, event
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    Column,
+    DateTime,
+    Enum,
+    Float,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    event,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -400,6 +412,16 @@ def test_text_columns_of_a_large_batch_travel_joined_and_read_back_exactly(datab
                                                   columns=("key", "doc"))
                 assert type(statements[-1][1][0]) is str
                 assert {row.key: row.doc for row in found} == {row["key"]: row["doc"] for row in written}
+
+                # A native enum takes no text without a cast: its column goes as an array.
+                await connection.exec_driver_sql("CREATE TYPE probe_mood AS ENUM ('calm', 'busy')")
+                await connection.exec_driver_sql("CREATE TEMP TABLE enum_probe (key varchar(16) PRIMARY KEY, mood probe_mood)")
+                moods = Table("enum_probe", MetaData(), Column("key", String(16), primary_key=True),
+                              Column("mood", Enum("calm", "busy", name="probe_mood")))
+                await bulk.insert_rows(connection, moods, [{"key": f"m{index:02d}", "mood": "calm" if index % 2 else "busy"}
+                                                           for index in range(count)], conflict=bulk.do_nothing())
+                assert [type(parameter) for parameter in statements[-1][1]] == [str, list]
+                assert (await connection.exec_driver_sql("SELECT count(*) FROM enum_probe WHERE mood = 'calm'")).scalar_one() == count // 2
                 forget()
                 await connection.rollback()
         finally:
