@@ -62,6 +62,7 @@ from pipeline.settings import (
     StageSettings,
     StagesSettings,
     TriageSettings,
+    bundled_broker_partitions,
 )
 
 log = logging.getLogger("benchmarks.pipeline_throughput")
@@ -91,7 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, required=True, help="offered exceptions per second")
     parser.add_argument("--duration", type=float, default=60, help="seconds of publishing (default 60)")
     parser.add_argument("--name", help="result name (default derived from the settings)")
-    parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic (default 8)")
+    parser.add_argument("--partitions", type=int, help="partitions of every topic (default: the platform's on the "
+                        "bundled broker, 2 or the most --consumers of a stage)")
     parser.add_argument("--concurrency", help="pool actors per stage, e.g. triage=2,playbook=2 or all=2 (default 1)")
     parser.add_argument("--consumers", help="consumer actors per stage, same syntax (default 1)")
     parser.add_argument("--max-batch-events", help="events per Ray call, one value or per stage (default: the platform's, 1000)")
@@ -156,14 +158,16 @@ def build_settings(args: argparse.Namespace, bootstrap: str, database_url: str, 
             if stage in given:
                 options[key] = given[stage]
         stages[stage] = StageSettings(**options)
+    stages_settings = StagesSettings(**stages)
+    partitions = bundled_broker_partitions(stages_settings) if args.partitions is None else args.partitions
     return Settings(
         data_dir=run_dir,
         kafka=KafkaSettings(
-            bootstrap_servers=bootstrap, partitions=args.partitions, producer_linger_ms=args.linger_ms,
+            bootstrap_servers=bootstrap, partitions=partitions, producer_linger_ms=args.linger_ms,
             fetch_timeout_ms=args.fetch_timeout_ms, max_poll_records=args.max_poll_records,
         ),
         database={"url": SecretStr(database_url), "pool_size": args.db_pool_size},  # type: ignore[arg-type]
-        stages=StagesSettings(**stages),
+        stages=stages_settings,
         ray=RaySettings(namespace=f"bench{run_id}", include_dashboard=False, num_cpus=args.ray_cpus, object_store_memory_mb=256),
         triage=TriageSettings(backend=args.triage_backend),
     )
@@ -183,7 +187,7 @@ def _postgres_settings(assignments: list[str]) -> dict[str, str]:
 def config_summary(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     stages = {stage: settings.stages.for_stage(stage).model_dump(exclude={"group_id", "actor_num_gpus"}) for stage in STAGE_NAMES}
     return {
-        "rate": args.rate, "duration_s": args.duration, "partitions": args.partitions, "linger_ms": args.linger_ms,
+        "rate": args.rate, "duration_s": args.duration, "partitions": settings.kafka.partitions, "linger_ms": args.linger_ms,
         "fetch_timeout_ms": args.fetch_timeout_ms, "max_poll_records": args.max_poll_records, "ray_cpus": args.ray_cpus,
         "db_pool_size": args.db_pool_size, "database": "system" if args.database_url else "embedded",
         "sla_monitor": not args.no_sla_monitor, "triage_backend": settings.triage.backend, "warmup": args.warmup,

@@ -31,13 +31,24 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# The bundled broker lists every batch a partition has stored whenever a fetch finds records there,
+# so its CPU grows with partitions x batches stored; on one machine one consumer per stage reads
+# every partition anyway. 2 instead of 8, run side by side at 500 to 1,100/s on two cores: the
+# broker's CPU per exception fell by a third to a half (docs/benchmarks.md, round 8).
+BUNDLED_BROKER_PARTITIONS = 2
+
+
 class KafkaSettings(_Frozen):
     bootstrap_servers: str | None = Field(
         default=None, description="host:port list; unset starts the bundled broker on 127.0.0.1"
     )
     bundled_port: int = Field(default=19092, ge=1, le=65535, description="port of the bundled broker")
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._\-]*$", description="prefix for every topic name")
-    partitions: int = Field(default=8, ge=1, le=1024, description="partitions of each topic created at start-up")
+    # Unset: 8, or on the bundled broker BUNDLED_BROKER_PARTITIONS (see there); `Settings` decides.
+    partitions: int = Field(
+        default=8, ge=1, le=1024,
+        description="partitions of each topic created at start-up (unset: 8; on the bundled broker 2, or the most consumers a stage has)",
+    )
     replication_factor: int = Field(default=1, ge=1, le=16)
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1500, ge=100)
@@ -113,6 +124,12 @@ class StagesSettings(_Frozen):
 
     def group_id(self, stage: str) -> str:
         return self.for_stage(stage).group_id or f"{stage}-workers"
+
+
+def bundled_broker_partitions(stages: StagesSettings) -> int:
+    """Partitions of each topic on the bundled broker when none are configured: enough for every
+    consumer of the busiest group to own one."""
+    return max(BUNDLED_BROKER_PARTITIONS, *(stages.for_stage(stage).consumers for stage in STAGE_NAMES))
 
 
 class SlaSettings(_Frozen):
@@ -292,4 +309,12 @@ class Settings(BaseSettings):
             object.__setattr__(self, "kafka", self.kafka.model_copy(update={"bootstrap_servers": self.kafka_bootstrap_servers}))
         if self.ray_address:
             object.__setattr__(self, "ray", self.ray.model_copy(update={"address": self.ray_address}))
+        return self
+
+    @model_validator(mode="after")
+    def _partitions_for_the_bundled_broker(self) -> Settings:
+        # Runs after the runbook's variables are folded in: no bootstrap servers means the bundled broker.
+        if "partitions" not in self.kafka.model_fields_set and self.kafka.bootstrap_servers is None:
+            partitions = bundled_broker_partitions(self.stages)
+            object.__setattr__(self, "kafka", self.kafka.model_copy(update={"partitions": partitions}))
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pydantic
 import pytest
@@ -19,7 +20,7 @@ def _clean(clean_env: None) -> None:
 
 def test_defaults_without_any_variable() -> None:
     settings = load_settings()
-    assert settings.kafka.partitions == 8
+    assert settings.kafka.partitions == 2  # the bundled broker's default
     assert settings.kafka.bootstrap_servers is None
     assert settings.database.url is None
     assert settings.ray.address is None
@@ -139,8 +140,28 @@ def test_masked_configuration_shows_ordinary_values(monkeypatch: pytest.MonkeyPa
 def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(pydantic.ValidationError):
-        settings.kafka.partitions = 2  # type: ignore[misc]
-    assert settings.kafka.partitions == 8
+        settings.kafka.partitions = 5  # type: ignore[misc]
+    assert settings.kafka.partitions == 2
+
+
+def test_partitions_default_to_two_on_the_bundled_broker_and_eight_on_a_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().kafka.partitions == 2
+    # A stage with more consumers than that gets a partition for each.
+    monkeypatch.setenv("SENTINAI_STAGES__TRIAGE__CONSUMERS", "5")
+    assert load_settings().kafka.partitions == 5
+    # A configured count is kept, on the bundled broker too.
+    monkeypatch.setenv("SENTINAI_KAFKA__PARTITIONS", "3")
+    assert load_settings().kafka.partitions == 3
+    monkeypatch.delenv("SENTINAI_KAFKA__PARTITIONS")
+    # With a Kafka named, by the runbook's variable or the nested one, the default stays 8.
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092")
+    assert load_settings().kafka.partitions == 8
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
+    monkeypatch.setenv("SENTINAI_KAFKA__BOOTSTRAP_SERVERS", "kafka-1:9092")
+    assert load_settings().kafka.partitions == 8
+    # The count travels with the settings to the actors.
+    monkeypatch.delenv("SENTINAI_KAFKA__BOOTSTRAP_SERVERS")
+    assert pickle.loads(pickle.dumps(load_settings())).kafka.partitions == 5
 
 
 def test_topic_prefix_and_unknown_stage() -> None:
