@@ -1,4 +1,4 @@
-"""benchmarks.pipeline_throughput: options are checked before anything starts, and default to the platform's."""
+"""benchmarks.throughput_options: options are checked before anything starts, and default to the platform's."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.pipeline_throughput import build_settings, config_summary, parse_args
+from benchmarks.throughput_options import build_settings, config_summary, parse_args
 from pipeline.settings import Settings
 
 
