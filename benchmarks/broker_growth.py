@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -28,8 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.report import save_results
 from benchmarks.resources import process_cpu_s
-from cluster.embedded.broker import BundledBroker
-from cluster.embedded.ports import free_port
+from benchmarks.services import scratch_broker
 from pipeline.kafka import ensure_topics
 from pipeline.settings import KafkaSettings
 
@@ -108,16 +105,12 @@ def main() -> None:
     parser.add_argument("--commit-blocks", type=int, default=6, help="blocks of 1,000 commits (default 6)")
     parser.add_argument("--output", default="benchmarks/results/broker-growth.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sentinai-broker-growth-") as run_dir:
-        broker = BundledBroker(port=free_port(), log_path=Path(run_dir) / "broker.log")
-        try:
-            bootstrap = broker.start()
-            assert broker.pid is not None
-            process = psutil.Process(broker.pid)
-            results = {"log_length": asyncio.run(_log_length(bootstrap, process, [int(step) for step in args.steps.split(",")])),
-                       "commits": asyncio.run(_commits(bootstrap, process, args.commit_blocks))}
-        finally:
-            broker.stop()
+    with scratch_broker("broker-growth") as broker:
+        bootstrap = broker.bootstrap_servers
+        assert broker.pid is not None
+        process = psutil.Process(broker.pid)
+        results = {"log_length": asyncio.run(_log_length(bootstrap, process, [int(step) for step in args.steps.split(",")])),
+                   "commits": asyncio.run(_commits(bootstrap, process, args.commit_blocks))}
     print("| records in the log | broker CPU ms per cycle (100 produced + fetched) | fetch p50 / max ms |")
     print("|---|---|---|")
     for row in results["log_length"]:

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psutil
 
 from benchmarks.report import save_results
 from benchmarks.resources import process_cpu_s
-from cluster.embedded.broker import BundledBroker
-from cluster.embedded.ports import free_port
+from benchmarks.services import scratch_broker
 from pipeline.kafka import ensure_topics, make_consumer, make_producer
 from pipeline.settings import KafkaSettings
 
@@ -113,18 +110,14 @@ def main() -> None:
     args = parser.parse_args()
     waits = [int(wait) for wait in args.waits.split(",")]
     results: dict[int, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="sentinai-fetch-wait-") as run_dir:
-        broker = BundledBroker(port=free_port(), log_path=Path(run_dir) / "broker.log")
-        try:
-            bootstrap = broker.start()
-            assert broker.pid is not None
-            for wait in waits:
-                results[wait] = {
-                    "delivery": asyncio.run(_delivery_latency(bootstrap, wait, args.gap_ms, args.seconds)),
-                    "idle": asyncio.run(_idle_cost(bootstrap, broker.pid, wait, args.idle_seconds)),
-                }
-        finally:
-            broker.stop()
+    with scratch_broker("fetch-wait") as broker:
+        bootstrap = broker.bootstrap_servers
+        assert broker.pid is not None
+        for wait in waits:
+            results[wait] = {
+                "delivery": asyncio.run(_delivery_latency(bootstrap, wait, args.gap_ms, args.seconds)),
+                "idle": asyncio.run(_idle_cost(bootstrap, broker.pid, wait, args.idle_seconds)),
+            }
     print(f"| fetch wait ms | delivery p50 / p90 / max ms | {_STAGES} idle consumers: broker CPU % | clients CPU % |")
     print("|---|---|---|---|")
     for wait, figures in results.items():

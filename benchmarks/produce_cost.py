@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from benchmarks.report import print_and_save
-from cluster.embedded.broker import BundledBroker
-from cluster.embedded.ports import free_port
+from benchmarks.services import scratch_broker
 from pipeline.kafka import StageConsumerLoop, ensure_topics, make_consumer, make_producer
 from pipeline.records import BatchResult, OutboundRecord
 from pipeline.settings import KafkaSettings
@@ -82,12 +79,8 @@ def main() -> None:
     parser.add_argument("--value-bytes", type=int, default=800, help="bytes per record value (default 800)")
     parser.add_argument("--output", default="benchmarks/results/produce-cost.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sentinai-produce-") as run_dir:
-        broker = BundledBroker(port=free_port(), log_path=Path(run_dir) / "broker.log")
-        try:
-            results = asyncio.run(_measure(broker.start(), args.batches, args.records, args.value_bytes))
-        finally:
-            broker.stop()
+    with scratch_broker("produce") as broker:
+        results = asyncio.run(_measure(broker.bootstrap_servers, args.batches, args.records, args.value_bytes))
     print_and_save("produce path", {"client_cpu_us_per_record": "client CPU µs/record", "wall_ms_per_batch": "wall ms/batch"},
                    results, vars(args), args.output)
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -57,6 +60,19 @@ async def _fetchval(dsn: str, sql: str) -> object:
         return await connection.fetchval(sql)
     finally:
         await connection.close()
+
+
+@contextmanager
+def scratch_broker(name: str) -> Iterator[BundledBroker]:
+    """A fresh bundled broker on a free port, its log in a temporary directory; stopped and removed on
+    exit. For the probes that measure the broker alone (`broker_growth`, `fetch_wait`, `produce_cost`)."""
+    with tempfile.TemporaryDirectory(prefix=f"sentinai-{name}-") as run_dir:
+        broker = BundledBroker(port=free_port(), log_path=Path(run_dir) / "broker.log")
+        try:
+            broker.start()
+            yield broker
+        finally:
+            broker.stop()
 
 
 @dataclass
