@@ -31,7 +31,9 @@ escapes control characters) goes as an array as before.
 A batch's writes need no answer until the last one (the processing log, whose `RETURNING` proves
 this worker claimed its events). `WriteBatch` queues them and sends them together as one statement,
 each as a data-modifying `WITH` clause: one round trip where a batch took five to eight (the
-statement overhead, on both sides, was a third of a small batch's cost).
+statement overhead, on both sides, was a third of a small batch's cost). One statement is atomic by
+itself, so a batch sends it without BEGIN and COMMIT; `execute(require_returned=N)` makes it fail as
+a whole when its claim on the batch's events comes up short.
 """
 
 from __future__ import annotations
@@ -344,12 +346,23 @@ class WriteBatch:
         arrays, scalars, joined, parameters = _columns_and_parameters(table, keys + names, rows, arrays_at_least=len(keys))
         self._statements.append((_update_sql(table, keys, arrays[len(keys):], scalars, joined), parameters))
 
-    async def execute(self, connection: AsyncConnection) -> list[Row[Any]]:
+    async def execute(self, connection: AsyncConnection, *, require_returned: int | None = None) -> list[Row[Any]]:
         """Run every queued write in one statement, then forget them. Answers the rows returned by
-        the write that asked for `returning` (none if no write did)."""
+        the write that asked for `returning` (none if no write did).
+
+        With `require_returned`, the statement fails as a whole unless that write returned exactly
+        so many rows: PostgreSQL raises SQLSTATE `REQUIRED_ROWS_MISSING` inside it (migration 0008),
+        so nothing of it stays, even on a connection in autocommit mode. It then answers no rows."""
         statements, main = self._statements, self._main
         self._statements, self._main = [], None
         if not statements:
+            return []
+        if require_returned is not None:
+            if main is None:
+                raise ValueError("require_returned needs a queued write with returning")
+            sql = _checked_sql(tuple(text for text, _ in statements), tuple(len(p) for _, p in statements), main)
+            parameters = (*(array for _, arrays in statements for array in arrays), require_returned)
+            await connection.exec_driver_sql(sql, parameters)
             return []
         if len(statements) == 1:
             sql, parameters = statements[0]
@@ -363,16 +376,35 @@ class WriteBatch:
 
 _PARAMETER = re.compile(r"\$(\d+)")
 
+REQUIRED_ROWS_MISSING = "40S01"
+"""SQLSTATE of `sentinai_require_rows` (migration 0008): a write returned fewer rows than required.
+Class 40 (transaction rollback): the statement left nothing, and running it again may succeed."""
 
-@lru_cache(maxsize=512)
-def _combined_sql(statements: tuple[str, ...], parameter_counts: tuple[int, ...], main: int) -> str:
-    """`WITH w0 AS (...), w1 AS (...) <main>`, parameters numbered in the order of `statements`."""
+
+def _renumbered(statements: tuple[str, ...], parameter_counts: tuple[int, ...]) -> list[str]:
+    """`statements` with their parameters numbered on from one another's, in order."""
     renumbered, offset = [], 0
     for sql, count in zip(statements, parameter_counts, strict=True):
         renumbered.append(_PARAMETER.sub(lambda match, shift=offset: f"${int(match.group(1)) + shift}", sql))
         offset += count
+    return renumbered
+
+
+@lru_cache(maxsize=512)
+def _combined_sql(statements: tuple[str, ...], parameter_counts: tuple[int, ...], main: int) -> str:
+    """`WITH w0 AS (...), w1 AS (...) <main>`, parameters numbered in the order of `statements`."""
+    renumbered = _renumbered(statements, parameter_counts)
     clauses = ", ".join(f"w{index} AS ({sql})" for index, sql in enumerate(renumbered) if index != main)
     return f"WITH {clauses} {renumbered[main]}"
+
+
+@lru_cache(maxsize=512)
+def _checked_sql(statements: tuple[str, ...], parameter_counts: tuple[int, ...], main: int) -> str:
+    """Every statement as a `WITH` clause, then the check that `main` returned as many rows as the
+    last parameter says (`sentinai_require_rows`, which raises `REQUIRED_ROWS_MISSING`)."""
+    renumbered = _renumbered(statements, parameter_counts)
+    clauses = ", ".join(f"w{index} AS ({sql})" for index, sql in enumerate(renumbered))
+    return f"WITH {clauses} SELECT sentinai_require_rows((SELECT count(*) FROM w{main}), ${sum(parameter_counts) + 1}::bigint)"
 
 
 @lru_cache(maxsize=256)

@@ -100,6 +100,21 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         raise classify_database_error(error) from error
 
 
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection on which every statement is its own transaction: no BEGIN and COMMIT round trips.
+    For work whose writes are one statement (a batch's `WriteBatch`); driver errors leave it as
+    classified SentinaiErrors."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
+    except SentinaiError:
+        raise
+    except Exception as error:
+        raise classify_database_error(error) from error
+
+
 async def run_in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     async with transaction(engine) as connection:
         return await work(connection)

@@ -13,7 +13,7 @@ import pytest
 from pipeline.events import utc_now
 from pipeline.ingest import ingestion_event
 from pipeline.packs import load_packs
-from pipeline.processing import BatchProcessor
+from pipeline.processing import BatchProcessor, ConcurrentProcessingError
 from pipeline.records import InboundRecord
 from pipeline.redelivery import RETRY_ATTEMPT_HEADER
 from pipeline.settings import Settings
@@ -113,6 +113,54 @@ def test_a_due_retry_in_one_batch_with_a_redelivery_of_its_failed_original_runs(
     rows = fetch(settings, f"SELECT status, retry_count, \"offset\" FROM event_processing_log WHERE event_id = '{event.event_id}'")
     assert [(row["status"], row["retry_count"], row["offset"]) for row in rows] == [("completed", 1, 9)]
     assert fetch(settings, "SELECT status FROM exceptions WHERE exception_id = 'EXC_RETRY'")[0]["status"] == "open"
+
+
+def test_a_batch_whose_events_another_worker_recorded_first_writes_nothing(settings: Settings) -> None:
+    """Two workers with the same records (a rebalance): the second looked for recorded events before
+    the first wrote them. Its write statement claims fewer events than it holds, so it must leave
+    nothing at all, not even for the event nobody had recorded, and ask for the batch to be re-run."""
+    packs = load_packs()
+    events = [
+        ingestion_event("FIN_ACME", {"exception_id": f"EXC_RACE_{i}", "description": "settlement failed"}, packs=packs,
+                        now=utc_now(), source="test")
+        for i in range(4)
+    ]
+    records = [_record(i, event.to_bytes()) for i, event in enumerate(events)]
+    asyncio.run(_process(settings, records[:3]))
+    # A later stage moved the exceptions on; re-applying intake's upsert would move them back.
+    fetch(settings, "UPDATE exceptions SET status = 'triaged' WHERE exception_id LIKE 'EXC_RACE_%'")
+    before = {table: fetch(settings, f"SELECT count(*) AS n FROM {table}")[0]["n"]
+              for table in ("event_log", "event_processing_log", "metric_counters")}
+
+    async def late_worker() -> None:
+        assert settings.database.url is not None
+        engine = create_engine(settings.database.url.get_secret_value(), settings.database)
+        try:
+            processor = BatchProcessor(IntakeStage(settings, packs), engine, settings, packs)
+
+            async def looked_before_the_first_worker_wrote(connection, event_ids):  # type: ignore[no-untyped-def]
+                return {}
+
+            processor._load_known = looked_before_the_first_worker_wrote  # type: ignore[method-assign]
+            await processor.process(records)
+        finally:
+            await engine.dispose()
+
+    with pytest.raises(ConcurrentProcessingError) as raised:
+        asyncio.run(late_worker())
+
+    assert raised.value.retryable
+    statuses = fetch(settings, "SELECT exception_id, status FROM exceptions WHERE exception_id LIKE 'EXC_RACE_%' ORDER BY 1")
+    assert [(row["exception_id"], row["status"]) for row in statuses] == [(f"EXC_RACE_{i}", "triaged") for i in range(3)]
+    after = {table: fetch(settings, f"SELECT count(*) AS n FROM {table}")[0]["n"]
+             for table in ("event_log", "event_processing_log", "metric_counters")}
+    assert after == before
+    assert fetch(settings, f"SELECT count(*) AS n FROM event_log WHERE event_id = '{events[3].event_id}'")[0]["n"] == 0
+
+    # Re-run as the consumer would: the recorded events are duplicates, the new one completes.
+    rerun = asyncio.run(_process(settings, records))
+    assert rerun.count("duplicate") == 3 and rerun.count("completed") == 1
+    assert fetch(settings, "SELECT count(*) AS n FROM exceptions WHERE exception_id LIKE 'EXC_RACE_%'")[0]["n"] == 4
 
 
 def test_runbook_queries_run_verbatim_and_answer_what_it_says(settings: Settings, tmp_path: Path) -> None:
