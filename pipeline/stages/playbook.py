@@ -39,6 +39,8 @@ def needs_approval_gate(step: PlaybookStep) -> bool:
 class PlaybookStage(Stage):
     name = "playbook"
     accepts = frozenset({EventType.PLAYBOOK_MATCHED, EventType.TOOL_EXECUTION_COMPLETED, EventType.APPROVAL_DECIDED})
+    # The templates' context (`_template_context`) and the statuses a run reads and settles.
+    exception_columns = ("status", "resolved_at", "severity", "exception_type", "source_system", "attributes")
 
     async def load(self, connection: Any, events: list[EventEnvelope], state: BatchState) -> None:
         await super().load(connection, events, state)

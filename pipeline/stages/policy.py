@@ -56,6 +56,9 @@ def evaluate_policy(
 class PolicyStage(Stage):
     name = "policy"
     accepts = frozenset({EventType.TRIAGE_COMPLETED})
+    # What the guardrails and approval rules read. Loading whole rows (rationale, policy_reasons and
+    # the rest) made this load the stage's costliest statement in PostgreSQL.
+    exception_columns = ("attributes", "description")
 
     async def handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:
         row = require_exception(event, state)

@@ -17,6 +17,7 @@ from pipeline.events import EventEnvelope, EventType
 from pipeline.packs import PackRegistry
 from pipeline.settings import Settings
 from pipeline.stages import BatchState, Emission, PlaybookStage
+from tests.unit.loaded_rows import LoadedColumnsOnly
 
 T0 = datetime(2025, 6, 5, 9, 30, tzinfo=UTC)
 KEY = ("FIN_ACME", "EXC-1")
@@ -41,8 +42,9 @@ def stage(settings: Settings, packs: PackRegistry) -> PlaybookStage:
 
 
 def first_batch(**columns: Any) -> BatchState:
+    """The exception as `load` fetches it for this stage: reading a column it does not load fails."""
     state = BatchState(now=T0)
-    state.exceptions[KEY] = {
+    state.exceptions[KEY] = LoadedColumnsOnly(PlaybookStage, {
         "tenant_id": "FIN_ACME",
         "exception_id": "EXC-1",
         "status": "in_progress",
@@ -50,11 +52,9 @@ def first_batch(**columns: Any) -> BatchState:
         "severity": "HIGH",
         "source_system": "murex",
         "attributes": dict(ATTRIBUTES),
-        "owner": None,
         "resolved_at": None,
-        "created_at": T0 - timedelta(minutes=5),
         **columns,
-    }
+    })
     return state
 
 

@@ -307,6 +307,14 @@ def test_non_actionable_type(packs: PackRegistry) -> None:
 # --- PolicyStage.handle -----------------------------------------------------------------------------
 
 
+def loaded_for_policy(**columns: Any) -> BatchState:
+    """The exception as `load` fetches it for the policy stage: reading a column it does not load fails."""
+    state = BatchState(now=NOW)
+    state.exceptions[("FIN_ACME", "EXC-1")] = LoadedColumnsOnly(
+        PolicyStage, {"tenant_id": "FIN_ACME", "exception_id": "EXC-1", **columns})
+    return state
+
+
 def triage_completed(exception_type: str, severity: str, confidence: float = 0.95) -> EventEnvelope:
     return envelope(
         EventType.TRIAGE_COMPLETED,
@@ -315,7 +323,7 @@ def triage_completed(exception_type: str, severity: str, confidence: float = 0.9
 
 
 async def test_policy_stage_matches_a_playbook(settings: Settings, packs: PackRegistry) -> None:
-    state = loaded_exception(status="triaged", attributes={"amount": 6_000_000}, description="Nostro break")
+    state = loaded_for_policy(attributes={"amount": 6_000_000}, description="Nostro break")
     emissions = await PolicyStage(settings, packs).handle(triage_completed("CASH_BREAK", "HIGH"), state)
     summary = {
         "actionable": True,
@@ -349,7 +357,7 @@ async def test_policy_stage_matches_a_playbook(settings: Settings, packs: PackRe
 
 
 async def test_policy_stage_escalates(settings: Settings, packs: PackRegistry) -> None:
-    state = loaded_exception(status="triaged", attributes=None, description=None)
+    state = loaded_for_policy(attributes=None, description=None)
     emissions = await PolicyStage(settings, packs).handle(
         triage_completed("MARGIN_CALL_DISPUTE", "HIGH"), state
     )
