@@ -18,6 +18,7 @@ _SOURCE_SYSTEM = re.compile(r"[^a-z0-9._-]+")
 class IntakeStage(Stage):
     name = "intake"
     accepts = frozenset({EventType.EXCEPTION_INGESTED})
+    exception_columns = ("created_at",)  # a re-ingested exception keeps it; everything else is rewritten
 
     async def handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:
         tenant = self.packs.view(event.tenant_id)

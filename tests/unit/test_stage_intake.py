@@ -14,6 +14,7 @@ from pipeline.settings import Settings
 from pipeline.stages import BatchState, Emission, IntakeStage
 from pipeline.stages.intake import normalise_exception, parse_timestamp
 from pipeline.storage import schema
+from tests.unit.loaded_rows import LoadedColumnsOnly
 
 NOW = datetime(2025, 6, 5, 9, 30, tzinfo=UTC)
 FINANCE_PII = ("account_number", "iban", "client_name", "tax_id", "trader_email")
@@ -193,14 +194,8 @@ async def test_intake_emits_normalized_and_puts_an_open_exception(
 async def test_re_ingest_resets_triage_but_keeps_created_at(settings: Settings, packs: PackRegistry) -> None:
     created = NOW - timedelta(hours=3)
     state = BatchState(now=NOW)
-    state.exceptions[("FIN_ACME", "EXC-1")] = {
-        "tenant_id": "FIN_ACME",
-        "exception_id": "EXC-1",
-        "status": "resolved",
-        "exception_type": "CASH_BREAK",
-        "severity": "LOW",
-        "created_at": created,
-    }
+    state.exceptions[("FIN_ACME", "EXC-1")] = LoadedColumnsOnly(
+        IntakeStage, {"tenant_id": "FIN_ACME", "exception_id": "EXC-1", "created_at": created})
     await IntakeStage(settings, packs).handle(ingested({"description": "again"}), state)
     row = state.exceptions[("FIN_ACME", "EXC-1")]
     assert (row["status"], row["exception_type"], row["severity"], row["created_at"]) == (
