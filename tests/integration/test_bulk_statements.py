@@ -428,3 +428,37 @@ def test_text_columns_of_a_large_batch_travel_joined_and_read_back_exactly(datab
             await engine.dispose()
 
     asyncio.run(scenario())
+
+
+_SQLALCHEMY_TO_POSTGRES = (("VARCHAR", "character varying"), ("TIMESTAMP WITH TIME ZONE", "timestamp with time zone"),
+                           ("FLOAT", "double precision"))
+
+
+def _declared_type(column: Column[Any]) -> str:
+    compiled = column.type.compile(dialect=bulk._DIALECT)
+    for ours, theirs in _SQLALCHEMY_TO_POSTGRES:
+        compiled = compiled.replace(ours, theirs)
+    return compiled.lower()
+
+
+def test_the_migrated_database_has_the_column_types_the_schema_declares(database: str) -> None:
+    """`bulk` casts each value to the type `schema` declares (jsonb, varchar(n), a timestamp), so the
+    migrations and `schema.py` must agree on every column."""
+
+    async def migrated_types() -> dict[tuple[str, str], str]:
+        engine = create_engine(database, DatabaseSettings())
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.exec_driver_sql(
+                    "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                    "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = current_schema()::regnamespace "
+                    "AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped")
+                return {(table, column): type_name for table, column, type_name in rows.all()}
+        finally:
+            await engine.dispose()
+
+    migrated = asyncio.run(migrated_types())
+    declared = {(table.name, column.name): _declared_type(column) for table in schema.metadata.tables.values()
+                for column in table.columns}
+    assert {key: migrated.get(key) for key in declared} == declared
+    assert declared[("event_log", "payload")] == "jsonb" and declared[("exceptions", "tenant_id")] == "character varying(64)"
