@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.events import utc_now
+from pipeline.events import EventEnvelope, utc_now
 from pipeline.ingest import ingestion_event
 from pipeline.packs import load_packs
 from pipeline.processing import BatchProcessor, ConcurrentProcessingError
@@ -63,6 +63,14 @@ def _record(offset: int, value: bytes, key: bytes = b"k") -> InboundRecord:
     return InboundRecord(topic="exceptions", partition=0, offset=offset, key=key, value=value)
 
 
+def _ingested(exception_ids: list[str]) -> tuple[list[EventEnvelope], list[InboundRecord]]:
+    """An ExceptionIngested event of FIN_ACME per id, and their records at offsets 0, 1, ..."""
+    packs = load_packs()
+    events = [ingestion_event("FIN_ACME", {"exception_id": exception_id, "description": "settlement failed"},
+                              packs=packs, now=utc_now(), source="test") for exception_id in exception_ids]
+    return events, [_record(offset, event.to_bytes()) for offset, event in enumerate(events)]
+
+
 async def _process(settings: Settings, records: list[InboundRecord]):  # type: ignore[no-untyped-def]
     assert settings.database.url is not None
     engine = create_engine(settings.database.url.get_secret_value(), settings.database)
@@ -74,13 +82,7 @@ async def _process(settings: Settings, records: list[InboundRecord]):  # type: i
 
 
 def test_a_redelivered_batch_has_no_second_effect_and_republishes_the_same_outputs(settings: Settings) -> None:
-    packs = load_packs()
-    events = [
-        ingestion_event("FIN_ACME", {"exception_id": f"EXC_{i}", "description": "settlement failed"}, packs=packs,
-                        now=utc_now(), source="test")
-        for i in range(5)
-    ]
-    records = [_record(i, event.to_bytes()) for i, event in enumerate(events)]
+    _, records = _ingested([f"EXC_{i}" for i in range(5)])
     first = asyncio.run(_process(settings, records))
     again = asyncio.run(_process(settings, records))
 
@@ -120,12 +122,7 @@ def test_a_batch_whose_events_another_worker_recorded_first_writes_nothing(setti
     the first wrote them. Its write statement claims fewer events than it holds, so it must leave
     nothing at all, not even for the event nobody had recorded, and ask for the batch to be re-run."""
     packs = load_packs()
-    events = [
-        ingestion_event("FIN_ACME", {"exception_id": f"EXC_RACE_{i}", "description": "settlement failed"}, packs=packs,
-                        now=utc_now(), source="test")
-        for i in range(4)
-    ]
-    records = [_record(i, event.to_bytes()) for i, event in enumerate(events)]
+    events, records = _ingested([f"EXC_RACE_{i}" for i in range(4)])
     asyncio.run(_process(settings, records[:3]))
     # A later stage moved the exceptions on; re-applying intake's upsert would move them back.
     fetch(settings, "UPDATE exceptions SET status = 'triaged' WHERE exception_id LIKE 'EXC_RACE_%'")
