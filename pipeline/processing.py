@@ -52,7 +52,7 @@ from pipeline.routing import DLQ_TOPIC, topics_for
 from pipeline.settings import Settings
 from pipeline.stages.base import BatchState, Emission, Stage
 from pipeline.storage import bulk, schema
-from pipeline.storage.database import autocommit, classify_database_error, sqlstate_of, transaction
+from pipeline.storage.database import autocommit, classify_database_error, sqlstate_of
 from pipeline.storage.event_store import envelope_from_row, event_log_row
 from pipeline.storage.tenants import refresh_tenants
 
@@ -137,7 +137,7 @@ class BatchProcessor:
         stat = EventStat(event.event_type if event else "unknown", event.tenant_id if event else "unknown",
                          "dead_lettered", 0.0, error.error_type)
         self._metrics([stat]).flush(writes)
-        async with transaction(self.engine) as connection:
+        async with autocommit(self.engine) as connection:  # one statement: its own transaction
             await writes.execute(connection)
         return BatchResult(outputs=self._dead_letter_records([rejected]), stats=[stat])
 
@@ -264,7 +264,7 @@ class BatchProcessor:
         )
         return {row.event_id: Known(row.status, row.retry_count, list(row.output_event_ids)) for row in rows}
 
-    # --- the transaction ------------------------------------------------------------------------
+    # --- the batch ------------------------------------------------------------------------------
 
     async def _apply(
         self,

@@ -16,8 +16,10 @@ from pipeline.packs import load_packs
 from pipeline.processing import BatchProcessor, ConcurrentProcessingError
 from pipeline.records import InboundRecord
 from pipeline.redelivery import RETRY_ATTEMPT_HEADER
+from pipeline.routing import DLQ_TOPIC
 from pipeline.settings import Settings
-from pipeline.stages import IntakeStage
+from pipeline.stages import BatchState, Emission, IntakeStage
+from pipeline.storage import schema
 from pipeline.storage.database import create_engine
 from tests.integration.helpers import fetch
 
@@ -71,12 +73,12 @@ def _ingested(exception_ids: list[str]) -> tuple[list[EventEnvelope], list[Inbou
     return events, [_record(offset, event.to_bytes()) for offset, event in enumerate(events)]
 
 
-async def _process(settings: Settings, records: list[InboundRecord]):  # type: ignore[no-untyped-def]
+async def _process(settings: Settings, records: list[InboundRecord], stage: type[IntakeStage] = IntakeStage):  # type: ignore[no-untyped-def]
     assert settings.database.url is not None
     engine = create_engine(settings.database.url.get_secret_value(), settings.database)
     packs = load_packs()
     try:
-        return await BatchProcessor(IntakeStage(settings, packs), engine, settings, packs).process(records)
+        return await BatchProcessor(stage(settings, packs), engine, settings, packs).process(records)
     finally:
         await engine.dispose()
 
@@ -158,6 +160,36 @@ def test_a_batch_whose_events_another_worker_recorded_first_writes_nothing(setti
     rerun = asyncio.run(_process(settings, records))
     assert rerun.count("duplicate") == 3 and rerun.count("completed") == 1
     assert fetch(settings, "SELECT count(*) AS n FROM exceptions WHERE exception_id LIKE 'EXC_RACE_%'")[0]["n"] == 4
+
+
+class _IntakeWithABrokenRow(IntakeStage):
+    """Queues a row PostgreSQL refuses (NOT NULL) for EXC_BAD: the batch's one statement fails as a whole."""
+
+    async def handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:
+        emissions = await super().handle(event, state)
+        if event.exception_id == "EXC_BAD":
+            state.insert(schema.tool_executions, {
+                "execution_id": event.event_id, "tenant_id": event.tenant_id, "exception_id": event.exception_id,
+                "playbook_id": "p", "step_index": 0, "tool_name": "t", "tool_kind": None, "input": {},
+                "outcome": "succeeded", "duration_ms": 0.0,
+            })
+        return emissions
+
+
+def test_a_batch_that_fails_as_a_whole_is_split_and_only_the_culprit_is_dead_lettered(settings: Settings) -> None:
+    _, records = _ingested(["EXC_OK_1", "EXC_BAD", "EXC_OK_2"])
+    result = asyncio.run(_process(settings, records, _IntakeWithABrokenRow))
+
+    assert result.count("completed") == 2 and result.count("dead_lettered") == 1
+    assert [out.topic for out in result.outputs].count(settings.kafka.topic(DLQ_TOPIC)) == 1
+    dead = fetch(settings, "SELECT exception_id, error_type FROM dead_letter_queue")
+    assert [(row["exception_id"], row["error_type"]) for row in dead] == [("EXC_BAD", "database_error")]
+    logged = fetch(settings, "SELECT exception_id, status FROM event_processing_log ORDER BY exception_id")
+    assert [(row["exception_id"], row["status"]) for row in logged] == [
+        ("EXC_BAD", "failed"), ("EXC_OK_1", "completed"), ("EXC_OK_2", "completed")]
+    kept = fetch(settings, "SELECT exception_id FROM exceptions ORDER BY exception_id")
+    assert [row["exception_id"] for row in kept] == ["EXC_OK_1", "EXC_OK_2"]
+    assert fetch(settings, "SELECT count(*) AS n FROM tool_executions")[0]["n"] == 0
 
 
 def test_runbook_queries_run_verbatim_and_answer_what_it_says(settings: Settings, tmp_path: Path) -> None:
