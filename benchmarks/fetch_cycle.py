@@ -24,6 +24,7 @@ import statistics
 import time
 from typing import Any
 
+from benchmarks.measure import distribution_ms
 from benchmarks.report import save_results
 from benchmarks.services import scratch_broker
 from pipeline.kafka import ensure_topics, make_consumer, make_producer
@@ -32,13 +33,6 @@ from pipeline.records import BatchResult, InboundRecord
 from pipeline.settings import KafkaSettings
 
 _BURST_INTERVAL_S = 0.1
-
-
-def _percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 1)
 
 
 async def _publish(producer: Any, topic: str, rate: float, seconds: float, arrival: str) -> None:
@@ -65,13 +59,13 @@ async def _cycle(bootstrap: str, wait_ms: int, arrival: str, rate: float, pool_m
     settings = KafkaSettings(partitions=2, fetch_timeout_ms=wait_ms)
     topic = f"fetch-cycle-{arrival}-{wait_ms}"
     await ensure_topics(settings, bootstrap, [topic])
-    ages_ms: list[float] = []
+    ages_s: list[float] = []
     batch_sizes: list[int] = []
-    fetch_ms: list[float] = []
+    fetch_s: list[float] = []
 
     async def pool(lane: int, sequence: int, floor: int, records: list[InboundRecord]) -> BatchResult:
         now = time.perf_counter()
-        ages_ms.extend((now - float(record.value or b"0")) * 1000 for record in records)
+        ages_s.extend(now - float(record.value or b"0") for record in records)
         batch_sizes.append(len(records))
         await asyncio.sleep(pool_ms / 1000)
         return BatchResult()
@@ -92,7 +86,7 @@ async def _cycle(bootstrap: str, wait_ms: int, arrival: str, rate: float, pool_m
         try:
             return await send_fetch(*args)
         finally:
-            fetch_ms.append((time.perf_counter() - started) * 1000)
+            fetch_s.append(time.perf_counter() - started)
 
     fetcher._proc_fetch_request = timed_fetch
     running = asyncio.create_task(loop.run())
@@ -102,7 +96,7 @@ async def _cycle(bootstrap: str, wait_ms: int, arrival: str, rate: float, pool_m
         while not consumer.assignment():
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
-        for figures in (ages_ms, batch_sizes, fetch_ms):
+        for figures in (ages_s, batch_sizes, fetch_s):
             figures.clear()
         await _publish(producer, topic, rate, seconds, arrival)
         await asyncio.sleep(1.0)
@@ -114,8 +108,8 @@ async def _cycle(bootstrap: str, wait_ms: int, arrival: str, rate: float, pool_m
     return {
         "batches_per_s": round(len(batch_sizes) / seconds, 1),
         "records_per_batch": round(statistics.mean(batch_sizes), 1) if batch_sizes else 0,
-        "fetch_answered_ms": {"p50": _percentile(fetch_ms, 0.5), "p90": _percentile(fetch_ms, 0.9)},
-        "record_age_at_pool_ms": {"p50": _percentile(ages_ms, 0.5), "p99": _percentile(ages_ms, 0.99)},
+        "fetch_answered_ms": distribution_ms(fetch_s),
+        "record_age_at_pool_ms": distribution_ms(ages_s),
     }
 
 
@@ -133,13 +127,13 @@ def main() -> None:
             for wait in (int(wait) for wait in args.waits.split(",")):
                 results[f"{arrival} {wait}"] = asyncio.run(
                     _cycle(broker.bootstrap_servers, wait, arrival, args.rate, args.pool_ms, args.seconds))
-    print("| input | fetch wait ms | batches/s | records/batch | fetch answered p50 / p90 ms | record age at the pool p50 / p99 ms |")
+    print("| input | fetch wait ms | batches/s | records/batch | fetch answered p50 / p95 ms | record age at the pool p50 / p99 ms |")
     print("|---|---|---|---|---|---|")
     for key, figures in results.items():
         arrival, wait = key.split()
         fetch, age = figures["fetch_answered_ms"], figures["record_age_at_pool_ms"]
         print(f"| {arrival} | {wait} | {figures['batches_per_s']} | {figures['records_per_batch']} | "
-              f"{fetch['p50']} / {fetch['p90']} | {age['p50']} / {age['p99']} |")
+              f"{fetch['p50']} / {fetch['p95']} | {age['p50']} / {age['p99']} |")
     save_results(args.output, vars(args), results)
 
 

@@ -65,7 +65,8 @@ async def _fetchval(dsn: str, sql: str) -> object:
 @contextmanager
 def scratch_broker(name: str) -> Iterator[BundledBroker]:
     """A fresh bundled broker on a free port, its log in a temporary directory; stopped and removed on
-    exit. For the probes that measure the broker alone (`broker_growth`, `fetch_wait`, `produce_cost`)."""
+    exit. For the probes that measure the broker alone (`broker_growth`, `fetch_wait`, `fetch_cycle`,
+    `produce_cost`)."""
     with tempfile.TemporaryDirectory(prefix=f"sentinai-{name}-") as run_dir:
         broker = BundledBroker(port=free_port(), log_path=Path(run_dir) / "broker.log")
         try:
