@@ -4,8 +4,9 @@ keyword scoring over the description, otherwise the pack's fallback type."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from pipeline.packs import TenantView
+from pipeline.packs import DomainPack, TenantView
 from pipeline.triage.backend import TriageDecision, TriageInput
 
 _HINT_CONFIDENCE = 0.95
@@ -16,15 +17,50 @@ def canonical_type(tenant: TenantView, hint: str | None) -> str | None:
     """The pack's type id for a source system's hint ("settlement-failure" -> SETTLEMENT_FAIL)."""
     if not hint:
         return None
-    normalised = _normalise_hint(hint)
-    for name, spec in tenant.domain.exception_types.items():
-        if normalised == name or normalised in {_normalise_hint(alias) for alias in spec.aliases}:
-            return name
-    return None
+    return _rules_of(tenant.domain).type_by_hint.get(_normalise_hint(hint))
 
 
 def _normalise_hint(hint: str) -> str:
     return "_".join(_WORD.findall(hint.lower())).upper()
+
+
+def _phrase_words(phrase: str) -> str:
+    return " ".join(_WORD.findall(phrase.lower()))
+
+
+@dataclass(frozen=True)
+class _DomainRules:
+    """A domain pack's type names, aliases and keywords in the form events are compared in, worked out
+    once per pack: normalising every alias and keyword again for every event was most of the triage
+    stage's own CPU."""
+
+    type_by_hint: dict[str, str]  # a normalised name or alias -> the first type (pack order) it names
+    keywords: tuple[tuple[str, tuple[str, ...]], ...]  # (type, its keywords as " word word ")
+
+    @classmethod
+    def of(cls, domain: DomainPack) -> _DomainRules:
+        type_by_hint: dict[str, str] = {}
+        for name, spec in domain.exception_types.items():
+            for hint in (name, *(_normalise_hint(alias) for alias in spec.aliases)):
+                type_by_hint.setdefault(hint, name)
+        keywords = tuple(
+            (name, tuple(f" {words} " for words in map(_phrase_words, spec.keywords) if words))
+            for name, spec in domain.exception_types.items()
+        )
+        return cls(type_by_hint, keywords)
+
+
+_rules_by_pack: dict[str, tuple[DomainPack, _DomainRules]] = {}
+
+
+def _rules_of(domain: DomainPack) -> _DomainRules:
+    """The domain's rules, kept per pack name for as long as the registry hands out the same pack."""
+    cached = _rules_by_pack.get(domain.pack)
+    if cached is not None and cached[0] is domain:
+        return cached[1]
+    rules = _DomainRules.of(domain)
+    _rules_by_pack[domain.pack] = (domain, rules)
+    return rules
 
 
 class RulesBackend:
@@ -39,10 +75,10 @@ class RulesBackend:
         known = canonical_type(item.tenant, item.type_hint)
         if known is not None:
             return TriageDecision(known, _HINT_CONFIDENCE, f"source type hint {item.type_hint!r} maps to {known}", self.name, self.model)
-        text = " ".join(_WORD.findall(item.description.lower()))
+        padded = f" {_phrase_words(item.description)} "
         scores: dict[str, int] = {}
-        for name, spec in domain.exception_types.items():
-            hits = sum(1 for keyword in spec.keywords if _contains_phrase(text, keyword))
+        for name, keywords in _rules_of(domain).keywords:
+            hits = sum(1 for keyword in keywords if keyword in padded)
             if hits:
                 scores[name] = hits
         if not scores:
@@ -58,8 +94,3 @@ class RulesBackend:
             f" (runner-up {ranked[1][0]} with {runner_up})" if runner_up else ""
         )
         return TriageDecision(best, round(confidence, 3), rationale, self.name, self.model)
-
-
-def _contains_phrase(text: str, phrase: str) -> bool:
-    words = " ".join(_WORD.findall(phrase.lower()))
-    return bool(words) and f" {words} " in f" {text} "

@@ -65,6 +65,30 @@ def test_unknown_hint_falls_back_to_keywords(acme: TenantView) -> None:
     assert (exception_type, confidence) == ("SETTLEMENT_FAIL", 0.85)
 
 
+
+def test_a_hint_two_types_claim_goes_to_the_first_in_pack_order(acme: TenantView) -> None:
+    types = dict(acme.domain.exception_types)
+    first, second = list(types)[:2]
+    types[second] = types[second].model_copy(update={"aliases": (*types[second].aliases, "shared-hint")})
+    types[first] = types[first].model_copy(update={"aliases": (*types[first].aliases, "Shared Hint")})
+    edited = TenantView(acme.tenant, acme.domain.model_copy(update={"exception_types": types}))
+    assert canonical_type(edited, "SHARED_HINT") == first
+
+
+def test_a_reloaded_pack_is_classified_by_its_own_aliases_and_keywords(acme: TenantView) -> None:
+    """The rules backend prepares each pack's aliases and keywords once; a pack loaded again under the
+    same name (an operator's edit) must not be classified by the old ones."""
+    assert classify(acme, "", "brand-new-hint")[0] == "UNCLASSIFIED_FINANCE"
+    types = dict(acme.domain.exception_types)
+    spec = types["CASH_BREAK"]
+    types["CASH_BREAK"] = spec.model_copy(update={"aliases": ("brand-new-hint",), "keywords": ("gremlin",)})
+    reloaded = TenantView(acme.tenant, acme.domain.model_copy(update={"exception_types": types}))
+    assert classify(reloaded, "", "brand-new-hint")[:2] == ("CASH_BREAK", 0.95)
+    assert classify(reloaded, "a gremlin in the ledger")[0] == "CASH_BREAK"
+    assert classify(reloaded, "", "FAIL_TO_DELIVER")[0] == "SETTLEMENT_FAIL"  # the other types' aliases remain
+    assert classify(acme, "", "brand-new-hint")[0] == "UNCLASSIFIED_FINANCE"
+
+
 # --- keyword scoring --------------------------------------------------------------------------------
 
 
