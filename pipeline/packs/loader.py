@@ -90,13 +90,19 @@ class PackRegistry:
 
     domains: dict[str, DomainPack] = field(default_factory=dict)
     tenants: dict[str, TenantPack] = field(default_factory=dict)
+    # Views handed out before, while their tenant and domain packs are still the registry's: a stage
+    # asks for a tenant's view a dozen times per exception.
+    _views: dict[str, TenantView] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def view(self, tenant_id: str) -> TenantView:
         """The tenant's view. Raises UnknownTenantError / TenantSuspendedError (validation errors)."""
         tenant = self.tenants.get(tenant_id)
         if tenant is None:
             raise UnknownTenantError(f"tenant {tenant_id!r} is not registered")
-        view = TenantView(tenant=tenant, domain=self.domains[tenant.domain])
+        domain = self.domains[tenant.domain]
+        view = self._views.get(tenant_id)
+        if view is None or view.tenant is not tenant or view.domain is not domain:
+            view = self._views[tenant_id] = TenantView(tenant=tenant, domain=domain)
         view.ensure_active()
         return view
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from pipeline.errors import PackError, UnknownTenantError
+from pipeline.errors import PackError, TenantSuspendedError, UnknownTenantError
 from pipeline.packs import BUNDLED_PACK_DIR, PackRegistry, Severity, load_packs
 from pipeline.tools import BUILTIN_TOOLS
 
@@ -194,6 +194,20 @@ def test_tenant_overrides_apply(registry: PackRegistry) -> None:
     assert meridian.approval_rules[0].when.exception_types == ("DUPLICATE_THERAPY",)
     assert (meridian.sla_minutes(Severity.HIGH), meridian.tenant.rate_limit.events_per_s) == (720, 100)
 
+
+
+def test_a_view_follows_a_tenant_replaced_at_run_time() -> None:
+    """Views are reused while the tenant's pack is the registry's; a refresh from the `tenants` table
+    replaces the pack, and the next view must be of the new one (suspended here)."""
+    registry = load_packs()
+    before = registry.view("FIN_ACME")
+    assert registry.view("FIN_ACME") is before
+    registry.tenants["FIN_ACME"] = before.tenant.model_copy(update={"status": "suspended"})
+    with pytest.raises(TenantSuspendedError, match="FIN_ACME is suspended"):
+        registry.view("FIN_ACME")
+    stricter = before.tenant.overrides.model_copy(update={"min_confidence": 0.9})
+    registry.tenants["FIN_ACME"] = before.tenant.model_copy(update={"overrides": stricter})
+    assert registry.view("FIN_ACME").min_confidence == 0.9
 
 @pytest.mark.parametrize("tenant_id", ["FIN_ACME", "FIN_GLOBEX", "HC_MERIDIAN"])
 def test_tenants_enable_every_tool_their_playbooks_call(registry: PackRegistry, tenant_id: str) -> None:
