@@ -395,7 +395,8 @@ class BatchProcessor:
         self, writes: bulk.WriteBatch, fresh: list[tuple[EventEnvelope, InboundRecord]], outputs: list[EventEnvelope]
     ) -> dict[str, bytes]:
         """Queue the event-log rows of the batch's external inputs and of its outputs. Answers each
-        output's Kafka value, built around the payload and metadata JSON encoded for its row."""
+        output's Kafka value (terminal events, which no topic carries, have none), built around the
+        payload and metadata JSON encoded for its row."""
         rows = [event_log_row(event, "source") for event, _ in fresh if event.event_type in _EXTERNAL_EVENT_TYPES]
         values = {}
         for event in outputs:
@@ -403,7 +404,8 @@ class BatchProcessor:
             row = event_log_row(event, self.worker_type)
             row["payload"], row["metadata"] = bulk.EncodedJson(payload.decode()), bulk.EncodedJson(metadata.decode())
             rows.append(row)
-            values[event.event_id] = event.to_bytes_around(payload, metadata)
+            if self._topics[event.event_type]:
+                values[event.event_id] = event.to_bytes_around(payload, metadata)
         writes.insert_rows(schema.event_log, rows, conflict=bulk.do_nothing())
         return values
 
@@ -455,6 +457,8 @@ class BatchProcessor:
         """Each event's records, with its value from `values` (by event id) where it is there."""
         records = []
         for event in events:
+            if not self._topics[event.event_type]:
+                continue  # terminal: kept in event_log only
             value = values.get(event.event_id) or event.to_bytes()
             key = event.partition_key.encode()
             headers = (("event_type", event.event_type.value.encode()), ("tenant_id", event.tenant_id.encode()))
