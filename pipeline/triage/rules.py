@@ -24,15 +24,16 @@ def _normalise_hint(hint: str) -> str:
     return "_".join(_WORD.findall(hint.lower())).upper()
 
 
-def _phrase_words(phrase: str) -> str:
-    return " ".join(_WORD.findall(phrase.lower()))
+def _lower_words(text: str) -> str:
+    """The text's words, lower case, one space apart: keywords and descriptions are compared so."""
+    return " ".join(_WORD.findall(text.lower()))
 
 
 @dataclass(frozen=True)
 class _DomainRules:
     """A domain pack's type names, aliases and keywords in the form events are compared in, worked out
-    once per pack: normalising every alias and keyword again for every event was most of the triage
-    stage's own CPU."""
+    once per pack: normalising every alias and keyword again for every event was a quarter of the
+    triage pool's CPU."""
 
     type_by_hint: dict[str, str]  # a normalised name or alias -> the first type (pack order) it names
     keywords: tuple[tuple[str, tuple[str, ...]], ...]  # (type, its keywords as " word word ")
@@ -44,7 +45,7 @@ class _DomainRules:
             for hint in (name, *(_normalise_hint(alias) for alias in spec.aliases)):
                 type_by_hint.setdefault(hint, name)
         keywords = tuple(
-            (name, tuple(f" {words} " for words in map(_phrase_words, spec.keywords) if words))
+            (name, tuple(f" {words} " for words in map(_lower_words, spec.keywords) if words))
             for name, spec in domain.exception_types.items()
         )
         return cls(type_by_hint, keywords)
@@ -75,7 +76,7 @@ class RulesBackend:
         known = canonical_type(item.tenant, item.type_hint)
         if known is not None:
             return TriageDecision(known, _HINT_CONFIDENCE, f"source type hint {item.type_hint!r} maps to {known}", self.name, self.model)
-        padded = f" {_phrase_words(item.description)} "
+        padded = f" {_lower_words(item.description)} "
         scores: dict[str, int] = {}
         for name, keywords in _rules_of(domain).keywords:
             hits = sum(1 for keyword in keywords if keyword in padded)
