@@ -457,12 +457,13 @@ class BatchProcessor:
         """Each event's records, with its value from `values` (by event id) where it is there."""
         records = []
         for event in events:
-            if not self._topics[event.event_type]:
+            topics = self._topics[event.event_type]
+            if not topics:
                 continue  # terminal: kept in event_log only
             value = values.get(event.event_id) or event.to_bytes()
             key = event.partition_key.encode()
             headers = (("event_type", event.event_type.value.encode()), ("tenant_id", event.tenant_id.encode()))
-            records.extend(OutboundRecord(topic, key, value, headers) for topic in self._topics[event.event_type])
+            records.extend(OutboundRecord(topic, key, value, headers) for topic in topics)
         return records
 
 
