@@ -86,11 +86,6 @@ exceptions = Table(
 Index("ix_exceptions_exception_id", exceptions.c.exception_id)
 Index("ix_exceptions_tenant_status", exceptions.c.tenant_id, exceptions.c.status)
 Index(
-    "ix_exceptions_open_sla",
-    exceptions.c.sla_deadline,
-    postgresql_where=exceptions.c.resolved_at.is_(None),
-)
-Index(
     "ix_exceptions_sla_next_check",
     exceptions.c.sla_next_check_at,
     postgresql_where=and_(exceptions.c.resolved_at.is_(None), exceptions.c.sla_next_check_at.isnot(None)),
