@@ -87,17 +87,17 @@ class EventEnvelope(BaseModel):
 
         Built without re-validation: every field comes from this (valid) event, or is an id, a
         timestamp and the stage's own payload."""
-        return EventEnvelope.model_construct(
-            event_id=derived_event_id(self.event_id, stage, position),
-            event_type=event_type,
-            tenant_id=self.tenant_id,
-            exception_id=self.exception_id,
-            timestamp=now if now.tzinfo is not None else now.replace(tzinfo=UTC),
-            correlation_id=self.correlation_id,
-            payload=payload,
-            metadata={**self.metadata, **(metadata or {}), "caused_by": self.event_id, "stage": stage},
-            version=ENVELOPE_VERSION,
-        )
+        return _trusted_envelope({
+            "event_id": derived_event_id(self.event_id, stage, position),
+            "event_type": event_type,
+            "tenant_id": self.tenant_id,
+            "exception_id": self.exception_id,
+            "timestamp": now if now.tzinfo is not None else now.replace(tzinfo=UTC),
+            "correlation_id": self.correlation_id,
+            "payload": payload,
+            "metadata": {**self.metadata, **(metadata or {}), "caused_by": self.event_id, "stage": stage},
+            "version": ENVELOPE_VERSION,
+        })
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -116,6 +116,23 @@ class EventEnvelope(BaseModel):
     def log_context(self) -> str:
         """The `key=value` fields every log line about an event carries (the runbook greps them)."""
         return f"tenant_id={self.tenant_id} exception_id={self.exception_id} event_id={self.event_id}"
+
+
+_ENVELOPE_FIELDS = frozenset(EventEnvelope.model_fields)
+_set_attribute = object.__setattr__
+
+
+def _trusted_envelope(values: dict[str, Any]) -> EventEnvelope:
+    """`EventEnvelope.model_construct(**values)` for `values` that hold every field: the same
+    instance, set up directly (tests/unit/test_events.py compares the two). `model_construct` looks
+    for aliases and defaults field by field: 4.3 of `derive`'s 14.7 µs, against 1.6 µs for this, and
+    the stages derive about seven events per exception."""
+    event = object.__new__(EventEnvelope)
+    _set_attribute(event, "__dict__", values)
+    _set_attribute(event, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
+    _set_attribute(event, "__pydantic_extra__", None)
+    _set_attribute(event, "__pydantic_private__", None)
+    return event
 
 
 def partition_key(tenant_id: str, exception_id: str) -> str:

@@ -122,6 +122,19 @@ def test_derived_event_carries_identity_and_causation() -> None:
     assert child.metadata == {"source": "cli", "caused_by": "evt-1", "stage": "intake"}
 
 
+def test_a_derived_event_is_the_instance_model_construct_would_build() -> None:
+    # `derive` sets pydantic's instance state itself: a pydantic upgrade that adds to it shows here.
+    child = derive(envelope(metadata={"source": "cli"}), stage="intake", position=0)
+    constructed = EventEnvelope.model_construct(**child.__dict__)
+    assert vars(child) == vars(constructed) and list(vars(child)) == list(vars(constructed))
+    instance_state = ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+    assert set(pydantic.BaseModel.__slots__) == {"__dict__", *instance_state}
+    for attribute in instance_state:
+        assert getattr(child, attribute) == getattr(constructed, attribute)
+    assert child == constructed and child.to_bytes() == constructed.to_bytes()
+    assert decode_event(child.to_bytes()) == child
+
+
 def test_round_trip_through_bytes() -> None:
     event = envelope(metadata={"source": "cli"})
     decoded = decode_event(event.to_bytes())
