@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.kafka.lanes import Lane, Submit, lane_for
 from pipeline.kafka.offsets import OffsetTracker
-from pipeline.kafka.partitioner import partition_for_key
+from pipeline.kafka.partitioner import key_hashes, partition_for_key
 from pipeline.records import BatchResult, InboundRecord, OutboundRecord
 from pipeline.retry import RetryPolicy
 
@@ -229,18 +229,23 @@ class StageConsumerLoop:
 
         `producer.send()` per record cost ~20 µs of Python each (metadata checks, partition lists,
         a future per record): a quarter of a consumer's CPU at saturation. The partition is the
-        producer's own choice for the key (`partition_for_key`), so the records land where `send()`
-        would have put them, in the same order. Each batch is closed before it is queued: nothing
-        else may join it, and aiokafka sends a closed batch at once instead of after the linger
-        (`producer_linger_ms` is for `send()`: these batches are already as full as they will get)."""
+        producer's own choice for the key (murmur2, `partition_for_key`; the batch's keys are hashed
+        together by `key_hashes`), so the records land where `send()` would have put them, in the
+        same order. Each batch is closed before it is queued: nothing else may join it, and aiokafka
+        sends a closed batch at once instead of after the linger (`producer_linger_ms` is for
+        `send()`: these batches are already as full as they will get)."""
         builders: dict[tuple[str, int], Any] = {}
         deliveries: list[asyncio.Future[Any]] = []
         partitions: dict[str, list[int]] = {}
+        hashes = key_hashes([out.key for out in outputs])
         for out in outputs:
             if out.topic not in partitions:
                 partitions[out.topic] = sorted(await self.producer.partitions_for(out.topic))
             topic_partitions = partitions[out.topic]
-            target = (out.topic, partition_for_key(out.key, topic_partitions, topic_partitions))
+            if out.key is None:
+                target = (out.topic, partition_for_key(None, topic_partitions, topic_partitions))
+            else:
+                target = (out.topic, topic_partitions[hashes[out.key] % len(topic_partitions)])
             builder = builders.get(target)
             if builder is None:
                 builder = builders[target] = self.producer.create_batch()

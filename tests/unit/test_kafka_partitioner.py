@@ -7,7 +7,7 @@ import random
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from pipeline.kafka.partitioner import murmur2, partition_for_key
+from pipeline.kafka.partitioner import key_hashes, murmur2, partition_for_key
 
 
 def _keys() -> list[bytes]:
@@ -41,3 +41,21 @@ def test_partition_for_key_matches_aiokafkas_default_partitioner() -> None:
 def test_a_record_without_key_goes_to_an_available_partition() -> None:
     assert partition_for_key(None, [0, 1, 2, 3], [2]) == 2
     assert partition_for_key(None, [0, 1, 2, 3], []) in {0, 1, 2, 3}
+
+
+def test_a_batchs_keys_hashed_together_land_where_each_alone_would() -> None:
+    keys = _keys()
+    generator = random.Random(11)
+    batch = keys + [None] + generator.sample(keys, 50)  # repeats and a keyless record, as outputs have
+    hashes = key_hashes(batch)
+    assert len(keys) >= 32 and set(hashes) == set(keys)  # many keys: the numpy path
+    partitions = list(range(8))
+    for key in keys:
+        assert hashes[key] == murmur2(key) & 0x7FFFFFFF, key
+        assert partitions[hashes[key] % len(partitions)] == DefaultPartitioner()(key, partitions, partitions)
+
+
+def test_a_few_keys_are_hashed_one_by_one_to_the_same_values() -> None:
+    few = _keys()[:5]
+    assert key_hashes(few) == {key: murmur2(key) & 0x7FFFFFFF for key in few}
+    assert key_hashes([]) == {} and key_hashes([None]) == {}
