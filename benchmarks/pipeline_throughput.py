@@ -47,6 +47,7 @@ from benchmarks.resources import (
     ResourceSampler,
     busiest,
     process_groups,
+    python_loop_ms,
     summarise,
 )
 from benchmarks.services import BenchServices, asyncpg_dsn
@@ -336,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray_worker_niceness is not None:
         os.environ["RAY_worker_niceness"] = str(args.ray_worker_niceness)
     before_start = wait_until_quiet(args.wait_quiet)
+    loop_ms_before = python_loop_ms()
     # Setup (twice: the warm-up waits as long as the drain), publishing, drain, teardown.
     bound_s = int(2 * args.setup_timeout + 2 * args.drain_timeout + args.duration + 240)
     signal.alarm(bound_s)
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args, before_start)
     finally:
         signal.alarm(0)
-    result["machine"] = machine()
+    result["machine"] = {**machine(), "python_loop_ms": {"before": loop_ms_before, "after": python_loop_ms()}}
     result["source"] = source
     result["niceness"] = {"driver": os.nice(0), "ray_workers_added": int(os.environ.get("RAY_worker_niceness", "15"))}
     result["command"] = "python -m benchmarks.pipeline_throughput " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -180,6 +180,10 @@ def markdown(result: dict[str, Any]) -> str:
               "| component | CPU avg % | CPU max % | RSS max MB |", "|---|---|---|---|"]
     for name, g in sorted(res.get("groups", {}).items(), key=lambda item: -item[1]["cpu_avg_pct"]):
         lines.append(f"| {name} | {_fmt(g['cpu_avg_pct'])} | {_fmt(g['cpu_max_pct'])} | {_fmt(g['rss_max_mb'])} |")
+    loop_ms = result.get("machine", {}).get("python_loop_ms")
+    if loop_ms:
+        lines += ["", f"Host speed: the Python loop of `resources.python_loop_ms` took {_fmt(loop_ms['before'], 1)} ms before "
+                  f"the run and {_fmt(loop_ms['after'], 1)} ms after (lower is faster)."]
     statements = result.get("postgres_statements") or []
     if statements:
         lines += ["", "| PostgreSQL statement | calls | rows | exec ms | plan ms |", "|---|---|---|---|---|"]

@@ -223,6 +223,19 @@ class AutogroupBoost:
                 continue
 
 
+def python_loop_ms(rounds: int = 5) -> float:
+    """CPU milliseconds for `sum(i * i for i in range(1_000_000))`, the fastest of `rounds`: how fast
+    this host runs plain Python just now. The same CPU model has run it in 54 ms and in 110 ms (rounds
+    7 and 11), and the pipeline's figures move with it, so each result records it, before the run and
+    after, to compare runs across hosts and hours."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        sum(i * i for i in range(1_000_000))
+        best = min(best, time.process_time() - started)
+    return round(1000 * best, 1)
+
+
 def process_cpu_s(process: psutil.Process) -> float:
     """User plus system CPU seconds the process has used so far."""
     times = process.cpu_times()

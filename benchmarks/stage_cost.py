@@ -34,6 +34,7 @@ from pydantic import SecretStr
 from actors.runtime import settle_garbage_collector
 from benchmarks.measure import statement_stats
 from benchmarks.publisher import prepare_events
+from benchmarks.resources import python_loop_ms
 from benchmarks.services import BenchServices, asyncpg_dsn
 from pipeline.events import utc_now
 from pipeline.packs import load_packs
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="sentinai-stagecost-", dir="/tmp"))
     services = BenchServices(run_dir)
     profiler = cProfile.Profile() if args.profile else None
+    loop_ms_before = python_loop_ms()
     try:
         url = services.start_database(args.database_url, commit_timestamps=False, statement_stats=args.statement_stats)
         settings = Settings(
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                          settle_gc=not args.python_gc_defaults)
         if services.statement_stats:
             result["postgres_statements"] = asyncio.run(statement_stats(asyncpg_dsn(url), limit=20))
+        result["python_loop_ms"] = {"before": loop_ms_before, "after": python_loop_ms()}
     finally:
         for failure in services.stop():
             print(f"teardown: {failure}", file=sys.stderr)
@@ -183,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
               f"| {entry['postgres_cpu_us_per_event']} | {entry['pickle_us_per_event']} | {entry['wall_us_per_event']} |")
     total = result["per_exception"]
     print(f"| **per exception** | | | {total['python_cpu_us']} | {total['postgres_cpu_us']} | {total['pickle_us']} | {total['wall_us']} |")
+    print(f"host: the Python loop of `resources.python_loop_ms` took {result['python_loop_ms']['before']} ms before, "
+          f"{result['python_loop_ms']['after']} ms after")
     for entry in result.get("postgres_statements", []):
         print(f"{entry['calls']:>6} calls {entry['rows']:>7} rows exec {entry['exec_ms']:>8.1f} ms plan {entry['plan_ms']:>7.1f} ms  {entry['query']}")
     if profiler is not None:
