@@ -26,7 +26,7 @@ from pipeline.kafka import partitioner
 _ROUNDS = 3  # each way this many times, interleaved; the fastest round counts
 
 
-def _fastest_us(way: Callable[[], Any], calls: int, per_call_items: int) -> float:
+def _cpu_us_per_item(way: Callable[[], Any], calls: int, per_call_items: int) -> float:
     started = time.process_time()
     for _ in range(calls):
         way()
@@ -37,7 +37,7 @@ def _compare(ways: dict[str, Callable[[], Any]], calls: int, per_call_items: int
     best = {name: float("inf") for name in ways}
     for _ in range(_ROUNDS):
         for name, way in ways.items():
-            best[name] = min(best[name], _fastest_us(way, calls, per_call_items))
+            best[name] = min(best[name], _cpu_us_per_item(way, calls, per_call_items))
     return best
 
 
@@ -78,7 +78,7 @@ def _hash_ways(keys: list[bytes]) -> dict[str, Callable[[], Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.output_costs", description=__doc__.split("\n")[0])
     parser.add_argument("--keys", type=int, default=400, help="distinct output keys in a consumer's batch (default 400)")
-    parser.add_argument("--repeats", type=int, default=5, help="thousands of derives, and batches of keys, per round (default 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="each way's work per round: 1,000 derives or 20 batches of keys per repeat (default 5)")
     parser.add_argument("--output", default="benchmarks/results/output-costs.json")
     args = parser.parse_args()
     keys = [f"FIN_ACME:EXC-{uuid.uuid4().hex[:16]}".encode() for _ in range(args.keys)]
