@@ -25,6 +25,9 @@ _RECENT_KEYS = 1 << 16
 _KEYS_WORTH_NUMPY = 32
 """From this many distinct keys `key_hashes` hashes them with numpy: its fixed cost (about 30
 array operations) is that of 20-25 keys hashed one by one."""
+_LONGEST_KEY_FOR_NUMPY = 256
+"""numpy hashes a batch as a matrix as wide as its longest key; a longer key (a dead-lettered
+record's, which can be anything) is hashed by itself, so no key makes the matrix large."""
 
 
 def murmur2(data: bytes) -> int:
@@ -93,11 +96,16 @@ def _murmur2_of_each(keys: Sequence[bytes]) -> np.ndarray:
 def key_hashes(keys: Iterable[bytes | None]) -> dict[bytes, int]:
     """The partitioning hash (`murmur2 & 0x7FFFFFFF`) of each distinct key; None is skipped. A batch
     of outputs has hundreds of keys at saturation: one by one they were 12-19 % of a consumer's
-    Python, together they cost about as much as 25 keys did."""
-    distinct = list(dict.fromkeys(key for key in keys if key is not None))
-    if len(distinct) < _KEYS_WORTH_NUMPY:
+    Python; together, 400 keys cost 1.1 µs each instead of 7.7 (`python -m benchmarks.output_costs`)."""
+    distinct = dict.fromkeys(key for key in keys if key is not None)
+    together = [key for key in distinct if len(key) <= _LONGEST_KEY_FOR_NUMPY]
+    if len(together) < _KEYS_WORTH_NUMPY:
         return {key: _positive_hash(key) for key in distinct}
-    return dict(zip(distinct, (_murmur2_of_each(distinct) & np.uint64(0x7FFFFFFF)).tolist(), strict=True))
+    hashes = dict(zip(together, (_murmur2_of_each(together) & np.uint64(0x7FFFFFFF)).tolist(), strict=True))
+    for key in distinct:
+        if key not in hashes:
+            hashes[key] = _positive_hash(key)
+    return hashes
 
 
 def partition_for_key(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:

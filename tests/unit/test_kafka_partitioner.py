@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
+from pipeline.kafka import partitioner
 from pipeline.kafka.partitioner import key_hashes, murmur2, partition_for_key
 
 
@@ -59,3 +61,22 @@ def test_a_few_keys_are_hashed_one_by_one_to_the_same_values() -> None:
     few = _keys()[:5]
     assert key_hashes(few) == {key: murmur2(key) & 0x7FFFFFFF for key in few}
     assert key_hashes([]) == {} and key_hashes([None]) == {}
+
+
+def test_a_long_key_in_a_batch_is_hashed_by_itself_to_the_same_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A dead-lettered record keeps its original key, which can be any length: it must not widen the
+    # matrix the batch's keys are hashed in.
+    widths: list[int] = []
+    hash_together = partitioner._murmur2_of_each
+
+    def recording(keys: list[bytes]) -> object:
+        widths.append(max(map(len, keys)))
+        return hash_together(keys)
+
+    monkeypatch.setattr(partitioner, "_murmur2_of_each", recording)
+    long_key = bytes(random.Random(5).randrange(256) for _ in range(100_000))
+    batch = [*_keys(), long_key]
+    hashes = key_hashes(batch)
+    assert widths and max(widths) <= 256
+    assert hashes[long_key] == murmur2(long_key) & 0x7FFFFFFF
+    assert all(hashes[key] == murmur2(key) & 0x7FFFFFFF for key in batch)
