@@ -225,9 +225,9 @@ class AutogroupBoost:
 
 def python_loop_ms(rounds: int = 5) -> float:
     """CPU milliseconds for `sum(i * i for i in range(1_000_000))`, the fastest of `rounds`: how fast
-    this host runs plain Python just now. The same CPU model has run it in 54 ms and in 110 ms (rounds
-    7 and 11), and the pipeline's figures move with it, so each result records it, before the run and
-    after, to compare runs across hosts and hours."""
+    this host runs plain Python just now. Hosts that all report an AMD EPYC ran it in 54-90 ms within a
+    minute (round 7) and in 61-110 ms (round 11), and the pipeline's figures move with it, so each
+    result records it, before the run and after, to compare runs across hosts and hours."""
     best = float("inf")
     for _ in range(rounds):
         started = time.process_time()
