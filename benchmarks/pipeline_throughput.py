@@ -158,7 +158,8 @@ def _start_platform(args: argparse.Namespace, started: _Started, run_id: str, re
     settings = build_settings(args, bootstrap, database_url, started.run_dir, run_id)
     config = config_summary(args, settings)
     result.update(name=args.name or f"rate{int(args.rate)}-{int(args.duration)}s-{config['database']}",
-                  config=config, config_summary=short_config(config))
+                  config=config, config_summary=short_config(config),
+                  postgres_server_settings=services.postgres.settings if services.postgres is not None else None)
     asyncio.run(platform.prepare_storage_and_topics(settings))
     services.start_ray(namespace=settings.ray.namespace, num_cpus=args.ray_cpus, object_store_mb=256)
     began = time.monotonic()

@@ -102,11 +102,11 @@ class BenchServices:
         """Return the SQLAlchemy URL of an empty database. Embedded only (all need a restart):
         `commit_timestamps` turns on track_commit_timestamp for commit-time latencies,
         `statement_stats` loads pg_stat_statements (with planning time) to see what the server spends on,
-        `server_settings` sets server parameters (ALTER SYSTEM) for an experiment."""
+        `server_settings` sets server parameters for an experiment, over the embedded server's own."""
         if system_admin_url is None:
-            self.postgres = EmbeddedPostgres(self.run_dir / "postgres")
+            self.postgres = EmbeddedPostgres(self.run_dir / "postgres", overrides=server_settings)
             url = self.postgres.start()
-            changes = [f"ALTER SYSTEM SET {name} = '{value}'" for name, value in (server_settings or {}).items()]
+            changes = []
             if commit_timestamps:
                 changes.append("ALTER SYSTEM SET track_commit_timestamp = on")
             if statement_stats:

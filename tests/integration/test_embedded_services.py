@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from cluster.embedded import BundledBroker, EmbeddedPostgres, free_port
 from cluster.embedded.ports import is_port_free
+from cluster.embedded.postgres import server_settings
 from pipeline.errors import ConfigurationError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -233,6 +235,48 @@ async def test_postgres_starts_after_its_postmaster_was_killed(postgres: Embedde
     assert postgres.start() == url
     assert postgres.pid != killed
     assert await _fetchval(url, "SELECT v FROM committed") == 42
+
+
+async def _show(url: str, name: str) -> object:
+    return await _fetchval(url, f"SHOW {name}")
+
+
+async def test_postgres_runs_with_the_platforms_settings(postgres: EmbeddedPostgres) -> None:
+    # A new directory starts with PostgreSQL's defaults (shared_buffers 128 MB): `start` sets the
+    # platform's and restarts the server for those that need a restart.
+    url = postgres.start()
+    assert postgres.settings == server_settings()
+    for name, value in server_settings().items():
+        assert await _show(url, name) == value, name
+
+
+async def test_postgres_leaves_a_running_server_as_it_is_and_applies_its_settings_at_the_next_start(
+    postgres_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    older = EmbeddedPostgres(postgres_dir, overrides={"shared_buffers": "128MB", "max_wal_size": "1GB"})
+    url = older.start()
+    assert await _show(url, "shared_buffers") == "128MB"
+    running = older.pid
+
+    current = EmbeddedPostgres(postgres_dir)
+    try:
+        # Adopted: others may be using it, so no restart, and a warning that names the settings.
+        assert current.start() == url
+        assert current.pid == running
+        assert await _show(url, "shared_buffers") == "128MB"
+        assert "runs with older settings" in caplog.text and "shared_buffers=" in caplog.text
+        # What needs no restart applies at the reload, which the server takes in a moment.
+        deadline = time.monotonic() + 5
+        while await _show(url, "max_wal_size") != server_settings()["max_wal_size"]:
+            assert time.monotonic() < deadline, "max_wal_size was not reloaded"
+            await asyncio.sleep(0.05)
+
+        current.stop()
+        assert current.start() == url
+        for name, value in server_settings().items():
+            assert await _show(url, name) == value, name
+    finally:
+        current.stop()
 
 
 def test_postgres_refuses_a_directory_that_is_not_dedicated(tmp_path: Path) -> None:
