@@ -59,7 +59,7 @@ class KafkaSettings(_Frozen):
     # 250 ms: at 100/s on two cores the machine went from 195 % to 163 % busy and p99 from 2.1 to
     # 1.6 s. 100 ms halves the latency at 500/s where CPU is to spare (p99 620-780 ms against
     # 1,143), for 18 % more CPU per exception, which costs throughput at 1,000/s (docs/benchmarks.md).
-    fetch_timeout_ms: int = Field(default=250, ge=1, description="longest wait for a fetch to fill")
+    fetch_timeout_ms: int = Field(default=200, ge=1, description="longest wait for a fetch to fill")
     commit_interval_ms: int = Field(
         default=1000, ge=0, le=60_000, description="consumers commit offsets at most this often (0: after every fetch)"
     )
