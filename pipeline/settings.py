@@ -56,9 +56,10 @@ class KafkaSettings(_Frozen):
     # A fetch that finds records returns at once; an empty one costs the broker and the consumer CPU
     # each time it returns, and the bundled broker answers a waiting fetch only at intervals, so a
     # record that arrives during the wait is delivered up to half the wait later (benchmarks/fetch_wait.py).
-    # 250 ms: at 100/s on two cores the machine went from 195 % to 163 % busy and p99 from 2.1 to
-    # 1.6 s. 100 ms halves the latency at 500/s where CPU is to spare (p99 620-780 ms against
-    # 1,143), for 18 % more CPU per exception, which costs throughput at 1,000/s (docs/benchmarks.md).
+    # 200 ms (250 until round 12): at 500/s on two cores p99 725-867 ms against 920-1,011 with 250,
+    # and 1,000/s kept up with either, given the embedded PostgreSQL's settings. 100 ms halves the
+    # latency at 500/s where CPU is to spare, for 18 % more CPU per exception, which costs
+    # throughput at 1,000/s (docs/benchmarks.md).
     fetch_timeout_ms: int = Field(default=200, ge=1, description="longest wait for a fetch to fill")
     commit_interval_ms: int = Field(
         default=1000, ge=0, le=60_000, description="consumers commit offsets at most this often (0: after every fetch)"
