@@ -296,16 +296,15 @@ class EmbeddedPostgres:
     def _apply_server_settings(self) -> bool:
         """Set (ALTER SYSTEM) and reload each setting whose running value differs. Returns True when
         one of them only takes effect at a restart."""
-        changed = False
-        needs_restart = False
-        for name, value in self._settings.items():
-            if self._psql(f"SHOW {name}") != value:
-                self._psql(f"ALTER SYSTEM SET {name} = '{value}'")
-                changed = True
-                needs_restart |= self._psql(f"SELECT context FROM pg_settings WHERE name = '{name}'") == "postmaster"
-        if changed:
+        names = ", ".join(f"'{name}'" for name in self._settings)
+        rows = self._psql(f"SELECT name, current_setting(name), context FROM pg_settings WHERE name IN ({names})")
+        running = {name: (value, context) for name, value, context in (row.split("|") for row in rows.splitlines())}
+        differing = [name for name, value in self._settings.items() if running.get(name, (None, None))[0] != value]
+        for name in differing:
+            self._psql(f"ALTER SYSTEM SET {name} = '{self._settings[name]}'")
+        if differing:
             self._psql("SELECT pg_reload_conf()")
-        return needs_restart
+        return any(running.get(name, (None, None))[1] == "postmaster" for name in differing)
 
     def _restart_to_apply(self, adopted: bool) -> None:
         """Restart a server this call started (its first start in a new directory, or after the
