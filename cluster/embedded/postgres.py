@@ -125,19 +125,21 @@ class EmbeddedPostgres:
         """
         self._check_dedicated()
         self._data_dir.parent.mkdir(parents=True, exist_ok=True)
-        adopted = self.is_running()
+        running_before = self.pid
         # A postmaster killed a moment ago can look alive on the first try (and be adopted, or block
-        # the new one's lock file); a second look sees it dead and clears its lock files.
+        # the new one's lock file, or die while its settings are read); a second look sees it dead
+        # and clears its lock files.
         for attempt in range(1, _START_ATTEMPTS + 1):
             try:
                 self._start_once()
+                if self.is_running():
+                    # Adopted: the server that runs now is the one that ran before this call.
+                    if self._apply_server_settings():
+                        self._restart_to_apply(adopted=self.pid == running_before)
+                    return self.create_database(DEFAULT_DATABASE)
             except ConfigurationError:
                 if attempt == _START_ATTEMPTS:
                     raise
-            if self.is_running():
-                if self._apply_server_settings():
-                    self._restart_to_apply(adopted)
-                return self.create_database(DEFAULT_DATABASE)
             time.sleep(0.2)
         raise ConfigurationError(
             f"embedded PostgreSQL in {self._data_dir} stopped right after starting; log {self.log_path}:\n"

@@ -240,6 +240,30 @@ async def test_postgres_starts_after_its_postmaster_was_killed(postgres: Embedde
 async def _show(url: str, name: str) -> object:
     return await _fetchval(url, f"SHOW {name}")
 
+async def test_postgres_starts_when_the_postmaster_dies_while_its_settings_are_read(
+    postgres: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI's race, made certain: a killed postmaster still looked alive when start() came, and died
+    # while start() read its settings. start() must look again and start a new server, not fail.
+    url = postgres.start()
+    await _execute(url, "CREATE TABLE survived (v int)", "INSERT INTO survived VALUES (7)")
+    dying = postgres.pid
+    assert dying is not None
+    read_settings = EmbeddedPostgres._apply_server_settings
+
+    def kill_then_read(self: EmbeddedPostgres) -> bool:
+        if self.pid == dying:
+            os.kill(dying, signal.SIGKILL)
+            psutil.Process(dying).wait(timeout=10)
+        return read_settings(self)
+
+    monkeypatch.setattr(EmbeddedPostgres, "_apply_server_settings", kill_then_read)
+
+    assert postgres.start() == url
+    assert postgres.pid not in (None, dying)
+    assert await _fetchval(url, "SELECT v FROM survived") == 7
+
+
 
 async def test_postgres_runs_with_the_platforms_settings(postgres: EmbeddedPostgres) -> None:
     # A new directory starts with PostgreSQL's defaults (shared_buffers 128 MB): `start` sets the
