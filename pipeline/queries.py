@@ -102,12 +102,17 @@ async def exception_trace(engine: AsyncEngine, tenant_id: str, exception_id: str
             select(events_table)
             .where(events_table.c.tenant_id == tenant_id, events_table.c.exception_id == exception_id)
             .order_by(events_table.c.event_timestamp, events_table.c.created_at, events_table.c.event_id))]
-        processing = [dict(row._mapping) for row in await connection.execute(
-            select(log_table)
-            .where(log_table.c.tenant_id == tenant_id, log_table.c.exception_id == exception_id)
-            .order_by(log_table.c.created_at, log_table.c.id))]
         dead_letters = [dict(row._mapping) for row in await connection.execute(
             select(*_DLQ_COLUMNS).where(dlq.c.tenant_id == tenant_id, dlq.c.exception_id == exception_id).order_by(dlq.c.id))]
+        # Found by event id, the leading column of the processing log's key: its rows carry no index by
+        # exception (migration 0010). An event never recorded in event_log (rejected before it was)
+        # has its failed row found through its dead letter.
+        event_ids = sorted({event["event_id"] for event in events} | {entry["event_id"] for entry in dead_letters})
+        processing = [dict(row._mapping) for row in await connection.execute(
+            select(log_table)
+            .where(log_table.c.event_id.in_(event_ids),
+                   log_table.c.tenant_id == tenant_id, log_table.c.exception_id == exception_id)
+            .order_by(log_table.c.created_at, log_table.c.id))] if event_ids else []
     return build_trace(exception, events, processing, dead_letters)
 
 

@@ -27,7 +27,6 @@ from pipeline.storage.event_store import envelope_from_row
 
 @dataclass(frozen=True)
 class DueRetry:
-    processing_id: int
     event_id: str
     worker_type: str
     attempt: int
@@ -43,7 +42,7 @@ class RetryScheduler:
     async def due(self, now: datetime, limit: int = 1000) -> list[DueRetry]:
         log, events = schema.event_processing_log, schema.event_log
         statement = (
-            select(log.c.id, log.c.worker_type, log.c.retry_count, log.c.next_retry_at, events)
+            select(log.c.worker_type, log.c.retry_count, log.c.next_retry_at, events)
             .join(events, events.c.event_id == log.c.event_id)
             .where(log.c.status == "retrying", log.c.next_retry_at <= now)
             .order_by(log.c.next_retry_at)
@@ -61,11 +60,13 @@ class RetryScheduler:
         log = schema.event_processing_log
         statement = (
             update(log)
-            .where(log.c.id == bindparam("b_id"), log.c.status == "retrying", log.c.retry_count == bindparam("b_attempt"))
+            .where(log.c.event_id == bindparam("b_event_id"), log.c.worker_type == bindparam("b_worker_type"),
+                   log.c.status == "retrying", log.c.retry_count == bindparam("b_attempt"))
             .values(next_retry_at=redispatch_at)
         )
+        parameters = [{"b_event_id": r.event_id, "b_worker_type": r.worker_type, "b_attempt": r.attempt} for r in retries]
         async with transaction(self.engine) as connection:
-            await connection.execute(statement, [{"b_id": r.processing_id, "b_attempt": r.attempt} for r in retries])
+            await connection.execute(statement, parameters)
 
     async def pending_count(self) -> int:
         log = schema.event_processing_log
@@ -81,4 +82,4 @@ class RetryScheduler:
             (RETRY_ATTEMPT_HEADER, str(row.retry_count).encode()),
         )
         record = OutboundRecord(input_topic(self.kafka, row.worker_type), event.partition_key.encode(), event.to_bytes(), headers)
-        return DueRetry(row.id, event.event_id, row.worker_type, row.retry_count, row.next_retry_at, record)
+        return DueRetry(event.event_id, row.worker_type, row.retry_count, row.next_retry_at, record)

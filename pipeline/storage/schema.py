@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -112,7 +113,9 @@ Index("ix_event_log_exception", event_log.c.tenant_id, event_log.c.exception_id,
 event_processing_log = Table(
     "event_processing_log",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    # Numbered by its sequence, in the order rows were first written; no index (migration 0010):
+    # every statement finds a row by its key, (event_id, worker_type).
+    Column("id", BigInteger, nullable=False, server_default=text("nextval('event_processing_log_id_seq'::regclass)")),
     Column("event_id", String(128), nullable=False),
     Column("worker_type", String(32), nullable=False, info=_UNIFORM),
     Column("event_type", String(64), nullable=False, info=_UNIFORM),
@@ -137,7 +140,6 @@ event_processing_log = Table(
 # and completed events (nearly every row) skip the index insert.
 Index("ix_epl_unfinished", event_processing_log.c.status, event_processing_log.c.next_retry_at,
       postgresql_where=event_processing_log.c.status != "completed")
-Index("ix_epl_exception", event_processing_log.c.tenant_id, event_processing_log.c.exception_id)
 
 dead_letter_queue = Table(
     "dead_letter_queue",

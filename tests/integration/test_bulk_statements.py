@@ -466,7 +466,7 @@ def test_the_migrated_database_has_the_column_types_the_schema_declares(database
 
 def test_the_migrated_database_has_the_indexes_the_schema_declares(database: str) -> None:
     """Every index costs each write of its table, so the migrations create exactly the indexes
-    `schema.py` declares: none it dropped (migration 0009), none it lacks."""
+    `schema.py` declares: none it dropped (migrations 0009 and 0010), none it lacks."""
 
     async def migrated_indexes() -> set[tuple[str, str]]:
         engine = create_engine(database, DatabaseSettings())
@@ -483,3 +483,34 @@ def test_the_migrated_database_has_the_indexes_the_schema_declares(database: str
     assert asyncio.run(migrated_indexes()) == declared
     assert ("exceptions", "ix_exceptions_sla_next_check") in declared
     assert ("exceptions", "ix_exceptions_open_sla") not in declared
+    assert ("event_processing_log", "ix_epl_exception") not in declared
+
+
+def test_the_processing_log_is_keyed_by_event_and_stage_alone(database: str) -> None:
+    """Migration 0010: no index on `id` (the sequence still numbers the rows), the unique
+    `(event_id, worker_type)` is the key and the replica identity."""
+
+    async def constraints_and_identity() -> tuple[set[tuple[str, str]], str, int]:
+        engine = create_engine(database, DatabaseSettings())
+        try:
+            async with engine.connect() as connection:
+                constraints = await connection.exec_driver_sql(
+                    "SELECT conname, contype::text FROM pg_constraint WHERE conrelid = 'event_processing_log'::regclass "
+                    "AND contype IN ('p', 'u')")
+                identity = await connection.exec_driver_sql(
+                    "SELECT i.indexrelid::regclass::text FROM pg_index i "
+                    "WHERE i.indrelid = 'event_processing_log'::regclass AND i.indisreplident")
+                await connection.exec_driver_sql(
+                    "INSERT INTO event_processing_log (event_id, worker_type, event_type, tenant_id, exception_id, status) "
+                    "VALUES ('evt-0010-check', 'intake', 'ExceptionIngested', 'T', 'E', 'completed')")
+                numbered = await connection.exec_driver_sql(
+                    "SELECT id FROM event_processing_log WHERE event_id = 'evt-0010-check'")
+                await connection.rollback()
+                return set(constraints.all()), identity.scalar_one(), numbered.scalar_one()
+        finally:
+            await engine.dispose()
+
+    constraints, identity, numbered = asyncio.run(constraints_and_identity())
+    assert constraints == {("uq_event_processing_event_worker", "u")}
+    assert identity == "uq_event_processing_event_worker"
+    assert numbered > 0

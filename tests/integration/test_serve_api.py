@@ -187,7 +187,7 @@ async def _revoke(settings: Settings, key_id: str) -> None:
 def test_health_endpoints(api: Api) -> None:
     assert api.client.get("/health").json() == {"status": "ok"}
     db = api.client.get("/health/db")
-    assert db.status_code == 200 and db.json()["schema_revision"] == "0009"
+    assert db.status_code == 200 and db.json()["schema_revision"] == "0010"
     workers = api.client.get("/health/workers")
     assert workers.status_code == 200, workers.text
     report = workers.json()
