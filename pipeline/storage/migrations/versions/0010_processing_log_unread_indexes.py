@@ -17,7 +17,6 @@ entry in three indexes. Two of them only cost:
 CPU per exception on average without them, less in six pairs of seven.
 """
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
