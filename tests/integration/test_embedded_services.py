@@ -237,9 +237,6 @@ async def test_postgres_starts_after_its_postmaster_was_killed(postgres: Embedde
     assert await _fetchval(url, "SELECT v FROM committed") == 42
 
 
-async def _show(url: str, name: str) -> object:
-    return await _fetchval(url, f"SHOW {name}")
-
 async def test_postgres_starts_when_the_postmaster_dies_while_its_settings_are_read(
     postgres: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,7 +251,7 @@ async def test_postgres_starts_when_the_postmaster_dies_while_its_settings_are_r
     def kill_then_read(self: EmbeddedPostgres) -> bool:
         if self.pid == dying:
             os.kill(dying, signal.SIGKILL)
-            psutil.Process(dying).wait(timeout=10)
+            _wait_until_dead(dying)
         return read_settings(self)
 
     monkeypatch.setattr(EmbeddedPostgres, "_apply_server_settings", kill_then_read)
@@ -263,6 +260,22 @@ async def test_postgres_starts_when_the_postmaster_dies_while_its_settings_are_r
     assert postgres.pid not in (None, dying)
     assert await _fetchval(url, "SELECT v FROM survived") == 7
 
+
+def _wait_until_dead(pid: int, timeout_s: float = 10) -> None:
+    """Until `pid` is gone or a zombie (not our child: whoever reaps it may take a while)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs {timeout_s} s after SIGKILL")
+
+
+async def _show(url: str, name: str) -> object:
+    return await _fetchval(url, f"SHOW {name}")
 
 
 async def test_postgres_runs_with_the_platforms_settings(postgres: EmbeddedPostgres) -> None:
