@@ -5,7 +5,8 @@ the due time of exactly the attempt it published, found by `(event_id, worker_ty
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import insert, select
@@ -14,7 +15,7 @@ from pipeline.events import utc_now
 from pipeline.ingest import ingestion_event
 from pipeline.packs import load_packs
 from pipeline.redelivery import RETRY_ATTEMPT_HEADER
-from pipeline.retry_scheduler import RetryScheduler
+from pipeline.retry_scheduler import DueRetry, RetryScheduler
 from pipeline.settings import DatabaseSettings, KafkaSettings
 from pipeline.storage import schema
 from pipeline.storage.database import create_engine
@@ -23,7 +24,17 @@ from pipeline.storage.event_store import event_log_row
 pytestmark = pytest.mark.integration
 
 
-async def _scenario(url: str) -> dict[str, object]:
+@dataclass
+class _Outcome:
+    event_id: str
+    now: datetime
+    later: datetime
+    due: list[DueRetry]
+    due_times: dict[str, datetime]
+    due_after: list[DueRetry]
+
+
+async def _scenario(url: str) -> _Outcome:
     now = utc_now()
     packs = load_packs()
     event = ingestion_event("FIN_ACME", {"exception_id": "EXC_DUE", "description": "settlement failed"}, packs=packs,
@@ -48,8 +59,7 @@ async def _scenario(url: str) -> dict[str, object]:
         async with engine.connect() as connection:
             due_times = {row.worker_type: row.next_retry_at for row in await connection.execute(
                 select(log.c.worker_type, log.c.next_retry_at).where(log.c.event_id == event.event_id))}
-        return {"event_id": event.event_id, "due": due, "due_times": due_times, "later": later, "now": now,
-                "due_after": await scheduler.due(now)}
+        return _Outcome(event.event_id, now, later, due, due_times, await scheduler.due(now))
     finally:
         await engine.dispose()
 
@@ -57,11 +67,10 @@ async def _scenario(url: str) -> dict[str, object]:
 def test_a_dispatched_retry_moves_only_its_own_attempts_due_time(database: str) -> None:
     outcome = asyncio.run(_scenario(database))
 
-    [due] = outcome["due"]  # type: ignore[misc]
-    assert (due.event_id, due.worker_type, due.attempt) == (outcome["event_id"], "intake", 2)
+    [due] = outcome.due
+    assert (due.event_id, due.worker_type, due.attempt) == (outcome.event_id, "intake", 2)
     assert due.record.topic == "exceptions"
     assert (RETRY_ATTEMPT_HEADER, b"2") in due.record.headers
-    due_times = outcome["due_times"]
-    assert due_times["intake"] == outcome["later"]  # type: ignore[index]
-    assert due_times["triage"] == outcome["now"] + timedelta(minutes=5)  # type: ignore[index,operator]
-    assert outcome["due_after"] == []
+    assert outcome.due_times["intake"] == outcome.later
+    assert outcome.due_times["triage"] == outcome.now + timedelta(minutes=5)
+    assert outcome.due_after == []
