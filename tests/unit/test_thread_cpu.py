@@ -1,0 +1,33 @@
+"""benchmarks.thread_cpu: a thread's CPU over the window lands under its process title and thread name."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from benchmarks.thread_cpu import thread_cpu
+
+
+def test_a_busy_thread_is_counted_under_its_process_and_name() -> None:
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        spent = thread_cpu(0.5)
+    finally:
+        stop.set()
+        spinner.join()
+    with open(f"/proc/{os.getpid()}/cmdline", "rb") as cmdline:
+        title = cmdline.read().split(b"\0")[0].decode()[:40]
+    with open("/proc/self/comm") as comm:
+        name = comm.read().strip()
+    # The spinning thread inherits the process's name and runs most of the half second; seconds,
+    # not clock ticks: no more than the window (plus the time to read /proc) and a tick.
+    assert 0.2 <= spent[(title, name)] <= 0.7
+    assert all(seconds >= 0 for seconds in spent.values())
+
