@@ -16,14 +16,15 @@ import argparse
 import os
 import time
 from collections import Counter
+from collections.abc import Collection
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _threads() -> dict[tuple[str, str], tuple[str, str, int]]:
-    """(pid, tid) -> (process title, thread name, CPU ticks so far)."""
+def _threads(pids: Collection[int] | None) -> dict[tuple[str, str], tuple[str, str, int]]:
+    """(pid, tid) -> (process title, thread name, CPU ticks so far), of `pids` or of every process."""
     found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in filter(str.isdigit, os.listdir("/proc")) if pids is None else map(str, pids):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 title = cmdline.read().split(b"\0")[0].decode(errors="replace")[:40]
@@ -38,12 +39,13 @@ def _threads() -> dict[tuple[str, str], tuple[str, str, int]]:
     return found
 
 
-def thread_cpu(window_s: float) -> Counter[tuple[str, str]]:
-    """CPU seconds per (process title, thread name) over the next `window_s` seconds."""
-    before = _threads()
+def thread_cpu(window_s: float, pids: Collection[int] | None = None) -> Counter[tuple[str, str]]:
+    """CPU seconds per (process title, thread name) over the next `window_s` seconds, of the
+    processes `pids` or of all. Processes with the same title (several `python`) add up."""
+    before = _threads(pids)
     time.sleep(window_s)
     spent: Counter[tuple[str, str]] = Counter()
-    for key, (title, name, ticks) in _threads().items():
+    for key, (title, name, ticks) in _threads(pids).items():
         spent[(title, name)] += (ticks - before.get(key, (title, name, 0))[2]) / _CLOCK_TICKS
     return spent
 

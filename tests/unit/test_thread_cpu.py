@@ -18,7 +18,7 @@ def test_a_busy_thread_is_counted_under_its_process_and_name() -> None:
     spinner = threading.Thread(target=spin)
     spinner.start()
     try:
-        spent = thread_cpu(0.5)
+        spent = thread_cpu(0.5, pids=[os.getpid()])
     finally:
         stop.set()
         spinner.join()
@@ -26,8 +26,9 @@ def test_a_busy_thread_is_counted_under_its_process_and_name() -> None:
         title = cmdline.read().split(b"\0")[0].decode()[:40]
     with open("/proc/self/comm") as comm:
         name = comm.read().strip()
-    # The spinning thread inherits the process's name and runs most of the half second; seconds,
-    # not clock ticks: no more than the window (plus the time to read /proc) and a tick.
-    assert 0.2 <= spent[(title, name)] <= 0.7
+    # The spinning thread inherits the process's name and runs most of the half second. Other
+    # threads of this process may share the name (Ray's Python threads in a test session), so the
+    # upper bound is the machine's: seconds, not clock ticks, cannot exceed every core for the window.
+    assert 0.2 <= spent[(title, name)] <= 0.5 * (os.cpu_count() or 1) + 0.2
     assert all(seconds >= 0 for seconds in spent.values())
 
