@@ -9,14 +9,13 @@ the migrated `event_log`, interleaved so a slow moment of the machine does not f
     python -m benchmarks.conflict_cost [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 It creates a scratch database on that server (the backend must run on this machine: its CPU is read
-from /proc) and drops it afterwards.
+through psutil) and drops it afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -24,9 +23,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import psutil
 from sqlalchemy import MetaData, text
 
 from benchmarks.report import print_and_save
+from benchmarks.resources import process_cpu_s
 from pipeline.events import EventEnvelope, EventType
 from pipeline.settings import DatabaseSettings
 from pipeline.storage import bulk, schema
@@ -56,12 +57,6 @@ def _batch(size: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _backend_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _measure(url: str, *, batches: int, batch_size: int, rounds: int) -> dict[str, float]:
     engine = create_engine(url, DatabaseSettings())
     try:
@@ -72,16 +67,16 @@ async def _measure(url: str, *, batches: int, batch_size: int, rounds: int) -> d
                 name = f"event_log_copy_{index}"
                 await connection.execute(text(f"CREATE TABLE {name} (LIKE event_log INCLUDING ALL)"))
                 copies[way] = schema.event_log.to_metadata(MetaData(), name=name)
-            pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+            backend = psutil.Process((await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one())
             best = {way: float("inf") for way in _WAYS}
             for _ in range(rounds):
                 for way, conflict in _WAYS.items():
                     spent = 0.0
                     for _ in range(batches):
                         rows = _batch(batch_size)
-                        started = _backend_cpu_s(pid)
+                        started = process_cpu_s(backend)
                         await bulk.insert_rows(connection, copies[way], rows, conflict=conflict)
-                        spent += _backend_cpu_s(pid) - started
+                        spent += process_cpu_s(backend) - started
                     best[way] = min(best[way], 1e6 * spent / (batches * batch_size))
             return best
     finally:
