@@ -165,7 +165,8 @@ class BatchProcessor:
                 writes = bulk.WriteBatch()
                 outcome = await self._apply(connection, writes, fresh, rejected, known, state)
                 replayed = await self._recorded_outputs(connection, [known[e.event_id] for e in replays])
-                stats = self._stats(outcome, replays, state.now, elapsed_s=time.perf_counter() - started, count=len(records))
+                # Latency runs to now, the end of the batch's processing: its write (the commit) follows.
+                stats = self._stats(outcome, replays, self.clock(), elapsed_s=time.perf_counter() - started, count=len(records))
                 self._metrics(stats).flush(writes)
                 await self._record_processing(connection, writes, outcome.processing_rows)
         except SentinaiError:
@@ -182,11 +183,11 @@ class BatchProcessor:
         return result
 
     def _stats(
-        self, outcome: _Outcome, replays: list[EventEnvelope], now: datetime, *, elapsed_s: float, count: int
+        self, outcome: _Outcome, replays: list[EventEnvelope], processed_at: datetime, *, elapsed_s: float, count: int
     ) -> list[EventStat]:
         per_event = elapsed_s / max(1, count)
         stats = [
-            EventStat(e.event_type, e.tenant_id, "completed", per_event, latency_s=(now - e.timestamp).total_seconds())
+            EventStat(e.event_type, e.tenant_id, "completed", per_event, latency_s=(processed_at - e.timestamp).total_seconds())
             for e in outcome.completed
         ]
         stats += [EventStat(e.event_type, e.tenant_id, "duplicate", per_event) for e in replays]

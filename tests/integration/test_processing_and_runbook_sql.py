@@ -192,6 +192,24 @@ def test_a_batch_that_fails_as_a_whole_is_split_and_only_the_culprit_is_dead_let
     assert fetch(settings, "SELECT count(*) AS n FROM tool_executions")[0]["n"] == 0
 
 
+class _SlowIntake(IntakeStage):
+    async def handle(self, event: EventEnvelope, state: BatchState) -> list[Emission]:
+        await asyncio.sleep(0.2)
+        return await super().handle(event, state)
+
+
+def test_processing_latency_runs_to_the_end_of_the_batchs_processing(settings: Settings) -> None:
+    # processing_latency_seconds is "event processing duration": the stage's own work counts, not
+    # only the wait before the batch began (three events at 0.2 s each).
+    _, records = _ingested(["EXC_SLOW_1", "EXC_SLOW_2", "EXC_SLOW_3"])
+    result = asyncio.run(_process(settings, records, _SlowIntake))
+
+    latencies = [stat.latency_s for stat in result.stats if stat.status == "completed"]
+    assert len(latencies) == 3 and all(latency is not None and latency >= 0.6 for latency in latencies), latencies
+    recorded = fetch(settings, "SELECT sum(sum_seconds) AS total FROM latency_histogram WHERE worker_type = 'intake'")
+    assert recorded[0]["total"] >= 1.8
+
+
 def test_runbook_queries_run_verbatim_and_answer_what_it_says(settings: Settings, tmp_path: Path) -> None:
     runbook = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "000_2d279698ac2ceede.txt"
     if runbook.exists():  # the copy in this repository must stay the runbook's own text
