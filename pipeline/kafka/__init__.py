@@ -4,6 +4,7 @@ from pipeline.kafka.client import classify_kafka_error, ensure_topics, make_cons
 from pipeline.kafka.consumer_loop import ConsumerStats, StageConsumerLoop
 from pipeline.kafka.lanes import SKIPPED, SequenceGate, lane_for
 from pipeline.kafka.offsets import OffsetTracker
+from pipeline.kafka.producing import send_in_batches
 
 __all__ = [
     "SKIPPED",
@@ -16,4 +17,5 @@ __all__ = [
     "lane_for",
     "make_consumer",
     "make_producer",
+    "send_in_batches",
 ]

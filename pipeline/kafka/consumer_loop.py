@@ -18,15 +18,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline.kafka.lanes import Lane, Submit, lane_for
 from pipeline.kafka.offsets import OffsetTracker
-from pipeline.kafka.partitioner import key_hashes, partition_for_key
-from pipeline.records import BatchResult, InboundRecord, OutboundRecord
+from pipeline.kafka.producing import send_in_batches
+from pipeline.records import BatchResult, InboundRecord
 from pipeline.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -217,48 +216,12 @@ class StageConsumerLoop:
             return
         while True:
             try:
-                await asyncio.gather(*await self._send_in_batches(result.outputs))
+                await asyncio.gather(*await send_in_batches(self.producer, result.outputs))
                 self.stats.outputs_produced += len(result.outputs)
                 return
             except Exception as error:  # noqa: BLE001 - outputs are recorded; retrying can only duplicate, never lose
                 log.warning("%s: producing %d outputs failed, retrying in 1s: %s", self.name, len(result.outputs), error)
                 await asyncio.sleep(1.0)
-
-    async def _send_in_batches(self, outputs: list[OutboundRecord]) -> list[asyncio.Future[Any]]:
-        """Queue `outputs` as one record batch per partition; the futures resolve when acknowledged.
-
-        `producer.send()` per record cost ~20 µs of Python each (metadata checks, partition lists,
-        a future per record): a quarter of a consumer's CPU at saturation. The partition is the
-        producer's own choice for the key (murmur2, `partition_for_key`; the batch's keys are hashed
-        together by `key_hashes`), so the records land where `send()` would have put them, in the
-        same order. Each batch is closed before it is queued: nothing else may join it, and aiokafka
-        sends a closed batch at once instead of after the linger (`producer_linger_ms` is for
-        `send()`: these batches are already as full as they will get)."""
-        builders: dict[tuple[str, int], Any] = {}
-        deliveries: list[asyncio.Future[Any]] = []
-        partitions: dict[str, list[int]] = {}
-        hashes = key_hashes([out.key for out in outputs])
-        for out in outputs:
-            if out.topic not in partitions:
-                partitions[out.topic] = sorted(await self.producer.partitions_for(out.topic))
-            topic_partitions = partitions[out.topic]
-            if out.key is None:
-                target = (out.topic, partition_for_key(None, topic_partitions, topic_partitions))
-            else:
-                target = (out.topic, topic_partitions[hashes[out.key] % len(topic_partitions)])
-            builder = builders.get(target)
-            if builder is None:
-                builder = builders[target] = self.producer.create_batch()
-            if builder.append(key=out.key, value=out.value, timestamp=None, headers=list(out.headers)) is None:
-                # Full (max_batch_size): send it, and start the partition's next batch with this record.
-                builder.close()
-                deliveries.append(await self.producer.send_batch(builder, target[0], partition=target[1]))
-                builder = builders[target] = self.producer.create_batch()
-                builder.append(key=out.key, value=out.value, timestamp=None, headers=list(out.headers))
-        for (topic, partition), builder in builders.items():
-            builder.close()
-            deliveries.append(await self.producer.send_batch(builder, topic, partition=partition))
-        return deliveries
 
     async def _commit(self) -> None:
         """Commit what completed since the last commit. The fetch loop does so at most every

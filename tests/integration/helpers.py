@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer
 
 from cluster import platform
 from cluster.publish import publish
@@ -25,6 +26,21 @@ from pipeline.triage import RulesBackend, TriageInput, assess_severity
 
 FINAL_STATUSES = ("resolved", "pending_external", "awaiting_approval", "escalated", "rejected", "non_actionable")
 ENDED_STATUSES = ("resolved", "pending_external", "escalated", "non_actionable")
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int) -> list:  # type: ignore[type-arg]
+    """Every record of `topic` from the beginning, once `expected` have arrived (30 s at most)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    records = []
+    try:
+        async with asyncio.timeout(30):
+            while len(records) < expected:
+                fetched = await consumer.getmany(timeout_ms=500)
+                records += [record for batch in fetched.values() for record in batch]
+    finally:
+        await consumer.stop()
+    return records
 
 
 def asyncpg_dsn(settings: Settings) -> str:

@@ -8,31 +8,17 @@ import uuid
 from collections import defaultdict
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from cluster.embedded.broker import BundledBroker
 from pipeline.kafka import StageConsumerLoop, ensure_topics, make_consumer, make_producer
 from pipeline.records import BatchResult, OutboundRecord
 from pipeline.settings import KafkaSettings
+from tests.integration.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
 _PARTITIONS = 4
-
-
-async def _read_all(bootstrap: str, topic: str, expected: int) -> list:  # type: ignore[type-arg]
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    records = []
-    try:
-        async with asyncio.timeout(30):
-            while len(records) < expected:
-                fetched = await consumer.getmany(timeout_ms=500)
-                records += [record for batch in fetched.values() for record in batch]
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def test_outputs_land_on_the_default_partitioners_partition_in_order(broker: BundledBroker) -> None:
@@ -61,7 +47,7 @@ async def test_outputs_land_on_the_default_partitioners_partition_in_order(broke
 
     partitions = list(range(_PARTITIONS))
     for topic in (first, second):
-        records = await _read_all(bootstrap, topic, 600)
+        records = await read_topic(bootstrap, topic, 600)
         assert len(records) == 600
         sequences_by_key: dict[bytes, list[int]] = defaultdict(list)
         for record in records:
@@ -95,4 +81,4 @@ async def test_output_batches_do_not_wait_for_the_producer_linger(broker: Bundle
             await loop._produce(BatchResult(outputs=outputs))
     finally:
         await producer.stop()
-    assert len(await _read_all(bootstrap, topic, 20)) == 20
+    assert len(await read_topic(bootstrap, topic, 20)) == 20
