@@ -230,10 +230,17 @@ def _run_foreground(
             # A fresh in-memory broker holds none of what the last run had in flight: rebuild it.
             recovered = ray.get(deployment.supervisor.recover_unconsumed.remote())
             log.info("re-published %d in-flight event(s) from the database onto the fresh broker", recovered)
-        if settings.serve.enabled and stages == STAGE_NAMES:
-            from serve.deploy import start_operations_api
+        # `sentinai up` serves the operations API, and so does `WORKER_TYPE=sla_monitor sentinai worker`,
+        # the platform's one control worker (supervisor, SLA monitor), unless another process
+        # already serves it on this Ray cluster: a platform of `sentinai worker`s answers the
+        # runbook's `curl :8000/health/workers` too.
+        if settings.serve.enabled and (stages == STAGE_NAMES or (sla_monitor and not stages)):
+            from serve.deploy import operations_api_deployed, start_operations_api
 
-            serve_handle = start_operations_api(settings)
+            if not prepare and operations_api_deployed():
+                log.info("the operations API already runs on this Ray cluster: this worker does not serve it")
+            else:
+                serve_handle = start_operations_api(settings)
         log.info("platform running: stages=%s kafka=%s; Ctrl-C to stop", ",".join(stages) or "-",
                  settings.kafka.bootstrap_servers)
         if demo_rate > 0:

@@ -78,6 +78,11 @@ def start_operations_api(settings: Settings) -> Any:
     return handle
 
 
+def operations_api_deployed() -> bool:
+    """Whether the API's application is on this Ray cluster's Serve already (another process serves it)."""
+    return APP_NAME in serve.status().applications
+
+
 def stop_operations_api() -> None:
     """Remove the API's application. Serve itself (controller and HTTP proxy) is shut down too when
     no other application runs on it: the triage model pool and an LLM application share the same
@@ -87,4 +92,4 @@ def stop_operations_api() -> None:
         serve.shutdown()
 
 
-__all__ = ["APP_NAME", "OperationsApi", "start_operations_api", "stop_operations_api"]
+__all__ = ["APP_NAME", "OperationsApi", "operations_api_deployed", "start_operations_api", "stop_operations_api"]

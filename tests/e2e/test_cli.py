@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -87,6 +88,30 @@ def test_submit_process_dlq_and_sigterm(broker: BundledBroker, database: str, tm
     log = log_path.read_text()
     assert "received SIGTERM: stopping gracefully" in log and "stopped" in log
     assert "still in flight" not in log  # nothing was left for redelivery
+
+
+def test_the_sla_monitor_worker_serves_the_operations_api(broker: BundledBroker, database: str, tmp_path: Path) -> None:
+    # The runbook starts its workers one by one and then asks :8000/health/workers: with no
+    # `sentinai up`, the control worker (supervisor, SLA monitor) serves the API.
+    env = {**_environment(broker, database, tmp_path), "WORKER_TYPE": "sla_monitor"}
+    log_path = tmp_path / "worker.log"
+    base = f"http://127.0.0.1:{env['SENTINAI_SERVE__PORT']}"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([*SENTINAI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_log(log_path, "platform running", process, timeout_s=120)
+        assert httpx.get(f"{base}/health", timeout=10).json() == {"status": "ok"}
+        assert httpx.get(f"{base}/health/db", timeout=10).status_code == 200
+        workers = httpx.get(f"{base}/health/workers", timeout=15)
+        assert workers.status_code == 200, workers.text
+        assert workers.json()["supervisor"]["pid"] > 0
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            _kill_tree(process.pid)
+    assert "operations API on http://" in log_path.read_text()
 
 
 def test_sigkill_of_the_whole_platform_loses_nothing(broker: BundledBroker, database: str, tmp_path: Path) -> None:
