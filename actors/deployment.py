@@ -168,7 +168,7 @@ def deploy(settings: Settings, stages: tuple[str, ...] = STAGE_NAMES, *, sla_mon
     if supervisor:
         from actors.supervisor import start_supervisor
 
-        ray.get(start_supervisor(settings, stages, sla_monitor=sla_monitor).ping.remote())
+        ray.get(start_supervisor(settings, sla_monitor=sla_monitor).ping.remote())
     return Deployment(settings=settings, stages=stages, with_sla_monitor=sla_monitor, with_supervisor=supervisor,
                       with_triage_pool=triage_pool)
 

@@ -49,10 +49,9 @@ _FOLLOW_UP_RECOVERIES_S = (10.0, 30.0, 60.0)
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class SupervisorActor:
-    def __init__(self, settings: Settings, stages: tuple[str, ...], sla_monitor: bool) -> None:
+    def __init__(self, settings: Settings, sla_monitor: bool) -> None:
         configure_logging(settings)
         self.settings = settings
-        self.stages = stages
         self.sla_monitor = sla_monitor
         self._engine = database_engine(settings)
         self._retries = RetryScheduler(self._engine, settings.kafka)
@@ -63,7 +62,7 @@ class SupervisorActor:
                          "events_recovered": 0}
         self._follow_up_recoveries: list[float] = []  # monotonic times of the recoveries still to run
         self._tasks = [asyncio.get_event_loop().create_task(self._start())]
-        log.info("Initialized Supervisor: stages=%s", ",".join(stages))
+        log.info("Initialized Supervisor: namespace=%s, sla_monitor=%s", settings.ray.namespace, sla_monitor)
 
     async def _start(self) -> None:
         await self._producer.start()
@@ -190,10 +189,11 @@ class SupervisorActor:
     async def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """Per stage: consumer and pool actors alive vs configured, each consumer's lag per partition
         and last poll; overall `ok` / `degraded` (some actor missing or silent) / `down` (a stage has
-        no live consumer)."""
+        no live consumer). Every stage of the pipeline is reported, deployed or not: exceptions stop
+        at a stage that nobody runs (a `sentinai worker` not started yet, or stopped)."""
         namespace = self.settings.ray.namespace
         stages: dict[str, Any] = {}
-        for stage in sorted(set(self.stages) | set(self._deployed_stages()), key=STAGE_NAMES.index):
+        for stage in STAGE_NAMES:
             options = self.settings.stages.for_stage(stage)
             consumers = []
             for index in range(options.consumers):
@@ -245,7 +245,7 @@ def _bind(function: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return lambda: function(*args)
 
 
-def start_supervisor(settings: Settings, stages: tuple[str, ...], *, sla_monitor: bool) -> Any:
+def start_supervisor(settings: Settings, *, sla_monitor: bool) -> Any:
     return SupervisorActor.options(
         name=SUPERVISOR_NAME, namespace=settings.ray.namespace, lifetime="detached", num_cpus=0.05, get_if_exists=True,
-    ).remote(settings, stages, sla_monitor)
+    ).remote(settings, sla_monitor)

@@ -103,9 +103,12 @@ def test_the_sla_monitor_worker_serves_the_operations_api(broker: BundledBroker,
         _wait_for_log(log_path, "platform running", process, timeout_s=120)
         assert httpx.get(f"{base}/health", timeout=10).json() == {"status": "ok"}
         assert httpx.get(f"{base}/health/db", timeout=10).status_code == 200
+        # No stage worker runs yet: every stage is reported, and the platform is down.
         workers = httpx.get(f"{base}/health/workers", timeout=15)
-        assert workers.status_code == 200, workers.text
-        assert workers.json()["supervisor"]["pid"] > 0
+        assert workers.status_code == 503, workers.text
+        assert workers.json()["status"] == "down" and workers.json()["supervisor"]["pid"] > 0
+        assert all(stage["consumers"]["alive"] == 0 for stage in workers.json()["stages"].values())
+        assert len(workers.json()["stages"]) == 6
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:

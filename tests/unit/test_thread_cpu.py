@@ -18,7 +18,7 @@ def test_a_busy_thread_is_counted_under_its_process_and_name() -> None:
     spinner = threading.Thread(target=spin)
     spinner.start()
     try:
-        spent = thread_cpu(0.5, pids=[os.getpid()])
+        spent = thread_cpu(1.0, pids=[os.getpid()])
     finally:
         stop.set()
         spinner.join()
@@ -26,9 +26,11 @@ def test_a_busy_thread_is_counted_under_its_process_and_name() -> None:
         title = cmdline.read().split(b"\0")[0].decode()[:40]
     with open("/proc/self/comm") as comm:
         name = comm.read().strip()
-    # The spinning thread inherits the process's name and runs most of the half second. Other
-    # threads of this process may share the name (Ray's Python threads in a test session), so the
-    # upper bound is the machine's: seconds, not clock ticks, cannot exceed every core for the window.
-    assert 0.2 <= spent[(title, name)] <= 0.5 * (os.cpu_count() or 1) + 0.2
+    # The spinning thread inherits the process's name. On a loaded machine (a test session's Ray
+    # actors on two cores) it may get only a small share of the second, so the lower bound is small:
+    # the main thread, which only sleeps, would not reach it. Other threads of this process may share
+    # the name (Ray's Python threads in a test session), so the upper bound is the machine's:
+    # seconds, not clock ticks, cannot exceed every core for the window.
+    assert 0.05 <= spent[(title, name)] <= 1.0 * (os.cpu_count() or 1) + 0.2
     assert all(seconds >= 0 for seconds in spent.values())
 
