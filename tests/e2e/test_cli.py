@@ -106,9 +106,10 @@ def test_the_sla_monitor_worker_serves_the_operations_api(broker: BundledBroker,
         # No stage worker runs yet: every stage is reported, and the platform is down.
         workers = httpx.get(f"{base}/health/workers", timeout=15)
         assert workers.status_code == 503, workers.text
-        assert workers.json()["status"] == "down" and workers.json()["supervisor"]["pid"] > 0
-        assert all(stage["consumers"]["alive"] == 0 for stage in workers.json()["stages"].values())
-        assert len(workers.json()["stages"]) == 6
+        report = workers.json()
+        assert report["status"] == "down" and report["supervisor"]["pid"] > 0
+        assert all(stage["consumers"]["alive"] == 0 for stage in report["stages"].values())
+        assert len(report["stages"]) == 6
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
