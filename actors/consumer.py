@@ -2,6 +2,10 @@
 
 It starts consuming as soon as it is constructed, so Ray's restart of a killed consumer (the
 constructor re-runs) resumes from the committed offsets without anyone calling it.
+
+The intake stage's consumers apply the tenants' rate limits (`pipeline.kafka.throttle`): the
+pipeline's entry is where a tenant is slowed, so every later stage sees only what was admitted. They
+read the limits from their pool actors, which keep the tenants table's view.
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ import ray
 
 from actors.naming import consumer_actor_name, pool_actor_name
 from actors.runtime import configure_logging, settle_garbage_collector
+from pipeline.events import EventType
 from pipeline.kafka import StageConsumerLoop, make_consumer, make_producer
+from pipeline.kafka.throttle import TenantLimit, TenantThrottle
 from pipeline.records import BatchResult, InboundRecord, plain
-from pipeline.routing import input_topic
+from pipeline.routing import input_topic, topics_for
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_LIMITS_TIMEOUT_S = 30.0  # a pool actor answers between batches
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -43,6 +51,7 @@ class StageConsumerActor:
         topic = input_topic(settings.kafka, stage)
         client_id = consumer_actor_name(stage, index)
         self.counters: dict[str, int] = {}
+        self.throttle = TenantThrottle(report_interval_s=settings.rate_limits.report_interval_s) if stage == "intake" else None
         self.loop = StageConsumerLoop(
             name=client_id,
             consumer=make_consumer(settings.kafka, bootstrap, group_id, client_id),
@@ -55,9 +64,13 @@ class StageConsumerActor:
             fetch_timeout_ms=settings.kafka.fetch_timeout_ms,
             commit_interval_s=settings.kafka.commit_interval_ms / 1000,
             on_result=self._count,
+            throttle=self.throttle,
+            max_held_records=settings.rate_limits.max_held_events,
+            backpressure_topic=topics_for(settings.kafka, EventType.BACKPRESSURE_DETECTED)[0],
         )
         self._stopped = asyncio.Event()
         self._task = asyncio.get_event_loop().create_task(self._run())
+        self._limits_task = asyncio.get_event_loop().create_task(self._follow_rate_limits()) if self.throttle else None
         settle_garbage_collector()
         log.info(
             "Initialized %sWorker worker: topics=[%r], group_id=%s, concurrency=%d",
@@ -75,6 +88,24 @@ class StageConsumerActor:
             os._exit(1)
         finally:
             self._stopped.set()
+
+    async def _follow_rate_limits(self) -> None:
+        """Keep the throttle's limits those of the tenants table; until the first answer no tenant is limited."""
+        assert self.throttle is not None
+        while True:
+            for pool in list(self._pools):
+                try:
+                    limits = await asyncio.wait_for(pool.tenant_rate_limits.remote(), timeout=_LIMITS_TIMEOUT_S)
+                except Exception as error:  # noqa: BLE001 - a busy or restarting pool: ask another, or keep the last limits
+                    log.debug("%s: no rate limits from a pool actor: %s", self.consumer_id, error)
+                    continue
+                fresh = {tenant: TenantLimit(rate, burst) for tenant, (rate, burst) in limits.items()}
+                if fresh != self.throttle.limits:
+                    log.info("%s: tenant rate limits %s", self.consumer_id,
+                             {tenant: f"{limit.events_per_s:g}/s burst {limit.burst}" for tenant, limit in sorted(fresh.items())})
+                    self.throttle.configure(fresh)
+                break
+            await asyncio.sleep(self.settings.rate_limits.refresh_interval_s)
 
     async def _submit(self, lane: int, sequence: int, floor: int, records: list[InboundRecord]) -> Any:
         try:
@@ -94,11 +125,14 @@ class StageConsumerActor:
             self.counters[key] = self.counters.get(key, 0) + 1
 
     async def stats(self) -> dict[str, Any]:
+        held = self.throttle.held_by_tenant() if self.throttle is not None else {}
         return {"consumer_id": self.consumer_id, "pid": os.getpid(), "counters": dict(self.counters),
-                "in_flight": self.loop.tracker.in_flight(), **asdict(self.loop.stats)}
+                "in_flight": self.loop.tracker.in_flight(), "held_by_rate_limit": held, **asdict(self.loop.stats)}
 
     async def stop(self, grace_s: float) -> bool:
         """Stop consuming, finish in-flight work within `grace_s`, commit, close. True when clean."""
+        if self._limits_task is not None:
+            self._limits_task.cancel()
         await self.loop.stop(grace_s)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

@@ -46,6 +46,10 @@ class StagePoolActor:
         self._gate.succeeded(consumer_id, sequence)
         return result
 
+    def tenant_rate_limits(self) -> dict[str, tuple[float, int]]:
+        """The tenants' rate limits, for the intake consumers (pipeline.kafka.throttle)."""
+        return self._loop.run_until_complete(self._processor.tenant_rate_limits())
+
     def ping(self) -> int:
         import os
 

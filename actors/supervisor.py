@@ -209,6 +209,7 @@ class SupervisorActor:
                 "pool": {"alive": pools_alive, "configured": options.concurrency},
                 "lag": {partition: lag for c in live for partition, lag in c.get("lag", {}).items()},
                 "in_flight": sum(c.get("in_flight", 0) for c in live),
+                "held_by_rate_limit": _summed(c.get("held_by_rate_limit", {}) for c in live),
                 "last_poll_at": max((c.get("last_poll_at", 0.0) for c in live), default=None),
             }
         healthy = all(s["consumers"]["alive"] == s["consumers"]["configured"] and s["pool"]["alive"] == s["pool"]["configured"]
@@ -235,6 +236,15 @@ async def _call(name: str, namespace: str, method: str, timeout_s: float) -> Any
         return await asyncio.wait_for(getattr(actor, method).remote(), timeout=timeout_s)
     except Exception:  # noqa: BLE001 - any failure means "not healthy"; the caller reports it
         return None
+
+
+def _summed(counts: Any) -> dict[str, int]:
+    """Per-key sums of several `{key: count}` maps."""
+    total: dict[str, int] = {}
+    for entry in counts:
+        for key, value in entry.items():
+            total[key] = total.get(key, 0) + value
+    return dict(sorted(total.items()))
 
 
 def _named_actors(namespace: str) -> list[str]:

@@ -43,6 +43,10 @@ class BatchMetrics:
             self.buckets[(worker_type, event_type, le)] += 1
             self.sums[(worker_type, event_type)] += max(0.0, latency_s)
 
+    def rate_limited(self, worker_type: str, event_type: str, tenant_id: str) -> None:
+        """An event its tenant's rate limit held back before this stage processed it."""
+        self.counters[("rate_limited_events_total", worker_type, event_type, tenant_id, "", "")] += 1
+
     def flush(self, writes: bulk.WriteBatch) -> None:
         """Queue the batch's counts, to be sent with the batch's other writes."""
         # Sorted, so concurrent batches lock the shared counter rows in the same order (no deadlock).
@@ -85,12 +89,14 @@ _HELP = {
     "events_processed_total": "Events processed, by stage (worker_type), event type, tenant and outcome status.",
     "failures_total": "Failed processing attempts (retried or dead-lettered), by error type.",
     "retries_total": "Retries scheduled.",
+    "rate_limited_events_total": "Events held back by their tenant's rate limit before the stage processed them (slowed, not failed).",
     "processing_latency_seconds": "Time from an event's creation to its processing being committed by a stage.",
 }
-_LABELS = {
+COUNTER_LABELS = {
     "events_processed_total": ("worker_type", "event_type", "tenant_id", "status"),
     "failures_total": ("worker_type", "event_type", "tenant_id", "error_type"),
     "retries_total": ("worker_type", "event_type", "tenant_id"),
+    "rate_limited_events_total": ("worker_type", "tenant_id"),
 }
 
 
@@ -99,7 +105,7 @@ def render_prometheus(snapshot: MetricsSnapshot, gauges: list[tuple[str, str, di
     """Prometheus text format. `gauges`: (name, help, labels, value). Without tenant labels, counts
     are summed over tenants (for deployments with many tenants)."""
     lines: list[str] = []
-    for name, labels in _LABELS.items():
+    for name, labels in COUNTER_LABELS.items():
         shown = tuple(label for label in labels if tenant_labels or label != "tenant_id")
         totals: dict[tuple[str, ...], int] = defaultdict(int)
         for key, value in snapshot.counters:

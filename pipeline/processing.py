@@ -167,7 +167,11 @@ class BatchProcessor:
                 replayed = await self._recorded_outputs(connection, [known[e.event_id] for e in replays])
                 # Latency runs to now, the end of the batch's processing: its write (the commit) follows.
                 stats = self._stats(outcome, replays, self.clock(), elapsed_s=time.perf_counter() - started, count=len(records))
-                self._metrics(stats).flush(writes)
+                metrics = self._metrics(stats)
+                for event, record in fresh:
+                    if record.held_ms:
+                        metrics.rate_limited(self.worker_type, event.event_type.value, event.tenant_id)
+                metrics.flush(writes)
                 await self._record_processing(connection, writes, outcome.processing_rows)
         except SentinaiError:
             raise
@@ -203,6 +207,16 @@ class BatchProcessor:
             metrics.event(self.worker_type, str(stat.event_type), stat.tenant_id, stat.status,
                           error_type=stat.error_type, latency_s=stat.latency_s)
         return metrics
+
+    async def tenant_rate_limits(self) -> dict[str, tuple[float, int]]:
+        """Each active tenant's `rate_limit` as (events per second, burst), read from the tenants
+        table now (the intake consumers ask every few seconds)."""
+        await self._refresh_tenants(force=True)
+        return {
+            tenant.tenant_id: (tenant.rate_limit.events_per_s, tenant.rate_limit.burst)
+            for tenant in self.packs.tenants.values()
+            if tenant.rate_limit is not None and tenant.status == "active"
+        }
 
     async def _refresh_tenants_if_stale(self) -> None:
         if time.monotonic() - self._tenants_refreshed_at >= _TENANT_REFRESH_INTERVAL_S:

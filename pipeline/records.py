@@ -28,6 +28,7 @@ class InboundRecord(NamedTuple):
     value: bytes | None
     headers: Headers = ()
     timestamp_ms: int = 0
+    held_ms: int = 0  # how long the tenant's rate limit held it in the consumer (pipeline.kafka.throttle)
 
 
 class OutboundRecord(NamedTuple):

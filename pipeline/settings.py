@@ -140,6 +140,18 @@ class SlaSettings(_Frozen):
     batch_limit: int = Field(default=1000, ge=1)
 
 
+class RateLimitSettings(_Frozen):
+    """How the intake consumers apply the tenant packs' `rate_limit` (DESIGN.md §5); the limits
+    themselves are per tenant, in its pack."""
+
+    refresh_interval_s: float = Field(default=10.0, gt=0, le=3600, description="how often each intake consumer re-reads the tenants' limits")
+    max_held_events: int = Field(
+        default=10_000, ge=1, le=10_000_000,
+        description="per intake consumer: events held back by rate limits at most; beyond it its partitions pause (all tenants wait)",
+    )
+    report_interval_s: float = Field(default=10.0, gt=0, description="at most one BackpressureDetected per tenant and consumer this often")
+
+
 class RetryPolicySettings(_Frozen):
     """Backoff for transient errors: base * 2^(n-1) seconds, capped, +/- jitter; then the DLQ."""
 
@@ -287,6 +299,7 @@ class Settings(BaseSettings):
     triage: TriageSettings = TriageSettings()
     tools: ToolSettings = ToolSettings()
     retry: RetrySettings = RetrySettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     ray: RaySettings = RaySettings()
     serve: ServeSettings = ServeSettings()
 

@@ -16,15 +16,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.metrics import MetricsSnapshot
+from pipeline.metrics import COUNTER_LABELS, MetricsSnapshot
 from serve.services import Gauge
 
 PREFIX = "sentinai_"
-_COUNTER_LABELS = {
-    "events_processed_total": ("worker_type", "event_type", "tenant_id", "status"),
-    "failures_total": ("worker_type", "event_type", "tenant_id", "error_type"),
-    "retries_total": ("worker_type", "event_type", "tenant_id"),
-}
 _KEY_FIELDS = ("worker_type", "event_type", "tenant_id", "status", "error_type")
 
 Series = tuple[str, str, tuple[str, ...], dict[str, str], float]
@@ -34,7 +29,7 @@ Series = tuple[str, str, tuple[str, ...], dict[str, str], float]
 def ray_series(snapshot: MetricsSnapshot, gauges: list[Gauge], *, tenant_labels: bool) -> list[Series]:
     """Every figure of /metrics as (prefixed) gauge series, tenant labels dropped when turned off."""
     series: list[Series] = []
-    for name, labels in _COUNTER_LABELS.items():
+    for name, labels in COUNTER_LABELS.items():
         keys = tuple(label for label in labels if tenant_labels or label != "tenant_id")
         totals: dict[tuple[str, ...], int] = defaultdict(int)
         for key, value in snapshot.counters:

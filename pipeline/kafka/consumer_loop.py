@@ -9,6 +9,13 @@ A lane takes its next batch as soon as the pool has answered the last one: the n
 and processed while the last one's outputs are produced. Each lane still produces its batches'
 outputs one batch after the other, each only once the one before is acknowledged, so outputs keep
 their order, and offsets still complete only after acknowledgement.
+
+With a `TenantThrottle` (the intake stage's consumers), a tenant over its rate limit has its records
+held here and dispatched as its tokens come back, while other tenants' records go on; its first held
+record of a while is reported as a `BackpressureDetected` event. Held records are in flight like
+dispatched ones: their offsets stay uncommitted until they are processed. Beyond `max_held_records`
+the partitions pause. A rebalance or a stop lets every held record through at once (at most
+`max_held_records`), so that the partitions can be handed over with nothing in flight.
 """
 
 from __future__ import annotations
@@ -22,16 +29,19 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from pipeline.events import EventEnvelope, EventType, new_event_id, partition_key, utc_now
 from pipeline.kafka.lanes import Lane, Submit, lane_for
 from pipeline.kafka.offsets import OffsetTracker
 from pipeline.kafka.producing import send_in_batches
-from pipeline.records import BatchResult, InboundRecord
+from pipeline.kafka.throttle import Backpressure, TenantThrottle
+from pipeline.records import BatchResult, InboundRecord, OutboundRecord
 from pipeline.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 _COMMIT_TIMEOUT_S = 10.0
 _POSITION_TIMEOUT_S = 5.0
+_REPORT_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -41,6 +51,7 @@ class ConsumerStats:
     records_completed: int = 0
     outputs_produced: int = 0
     pauses: int = 0
+    backpressure_events: int = 0
     last_poll_at: float = 0.0
     last_commit_at: float = 0.0
     assigned: list[str] = field(default_factory=list)
@@ -56,6 +67,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("%s assigned %s", self._loop.name, sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        self._loop.note_share()
         await self._loop.note_positions(assigned)
 
 
@@ -75,6 +87,9 @@ class StageConsumerLoop:
         commit_interval_s: float = 0.0,
         on_result: Callable[[BatchResult], None] | None = None,
         batch_retry: RetryPolicy | None = None,
+        throttle: TenantThrottle | None = None,
+        max_held_records: int = 10_000,
+        backpressure_topic: str | None = None,
     ) -> None:
         self.name = name
         self.consumer = consumer
@@ -85,6 +100,9 @@ class StageConsumerLoop:
         self.fetch_timeout_ms = fetch_timeout_ms
         self.commit_interval_s = commit_interval_s
         self.on_result = on_result
+        self.throttle = throttle
+        self.max_held_records = max_held_records
+        self.backpressure_topic = backpressure_topic
         retry = batch_retry or RetryPolicy(max_retries=0, base_delay_s=0.5, max_delay_s=10)
         self.lanes = [Lane(index, submit, batch_retry=retry) for index in range(lanes)]
         self.tracker = OffsetTracker()
@@ -109,12 +127,17 @@ class StageConsumerLoop:
         """Fetch and dispatch until `stop()`."""
         try:
             while not self._stopping.is_set():
+                if self.throttle is not None:
+                    self._submit(self.throttle.release())
                 if self._saturated():
                     await self._pause_until_room()
                     continue
+                self._resume()
                 fetched = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=None)
                 self.stats.last_poll_at = time.time()
                 self._dispatch([record for records in fetched.values() for record in records])
+                if self.throttle is not None:
+                    await self._report_backpressure(self.throttle.take_started())
                 self._update_lag(fetched_from={tp for tp, records in fetched.items() if records})
                 if time.monotonic() - self._last_commit >= self.commit_interval_s:
                     await self._commit()
@@ -139,6 +162,8 @@ class StageConsumerLoop:
         await self.producer.stop()
 
     async def finish_in_flight(self) -> None:
+        if self.throttle is not None:
+            self._submit(self.throttle.release_all())
         async with self._progress:
             await self._progress.wait_for(lambda: self.tracker.in_flight() == 0)
         await self._commit()
@@ -149,7 +174,7 @@ class StageConsumerLoop:
         if not consumed:
             return
         self.stats.records_fetched += len(consumed)
-        per_lane: list[list[InboundRecord]] = [[] for _ in self.lanes]
+        records = []
         for message in consumed:
             partition = (message.topic, message.partition)
             last = self.tracker.last_dispatched(partition)
@@ -167,15 +192,55 @@ class StageConsumerLoop:
                 headers=tuple(message.headers or ()),
                 timestamp_ms=message.timestamp,
             )
+            # In flight from here on, even while the throttle holds it: its offset is not committed.
             self.tracker.dispatched((record.topic, record.partition), record.offset)
             self._positions[(record.topic, record.partition)] = record.offset + 1
+            records.append(record)
+        if self.throttle is not None:
+            records = [record for record in records if self.throttle.admit(record)]
+        self._submit(records)
+
+    def _submit(self, records: list[InboundRecord]) -> None:
+        if not records:
+            return
+        per_lane: list[list[InboundRecord]] = [[] for _ in self.lanes]
+        for record in records:
             per_lane[lane_for(record.key, len(self.lanes))].append(record)
-        for lane, records in zip(self.lanes, per_lane, strict=True):
-            for start in range(0, len(records), self.max_batch_events):
-                lane.submit(records[start : start + self.max_batch_events])
+        for lane, lane_records in zip(self.lanes, per_lane, strict=True):
+            for start in range(0, len(lane_records), self.max_batch_events):
+                lane.submit(lane_records[start : start + self.max_batch_events])
 
     def _saturated(self) -> bool:
+        if self.throttle is not None and self.throttle.held() >= self.max_held_records:
+            return True
         return any(len(lane) >= self.max_in_flight_per_lane for lane in self.lanes)
+
+    async def _report_backpressure(self, started: list[Backpressure]) -> None:
+        """One `BackpressureDetected` event per tenant that started to be held, and a log line
+        operators can grep for ("Rate limit exceeded"). Best effort: a lost report loses no event."""
+        for item in started:
+            self.stats.backpressure_events += 1
+            log.warning("%s: Rate limit exceeded: tenant_id=%s exception_id=%s limit=%g/s burst=%d held=%d; "
+                        "its events are slowed, not failed", self.name, item.tenant_id, item.exception_id,
+                        item.limit.events_per_s, item.limit.burst, item.held)
+            if self.backpressure_topic is None:
+                continue
+            event = EventEnvelope(
+                event_id=new_event_id(),
+                event_type=EventType.BACKPRESSURE_DETECTED,
+                tenant_id=item.tenant_id,
+                exception_id=item.exception_id,
+                timestamp=utc_now(),
+                payload={"reason": "rate_limit", "topic": self.topic, "consumer": self.name,
+                         "events_per_s": item.limit.events_per_s, "burst": item.limit.burst, "held": item.held},
+            )
+            record = OutboundRecord(self.backpressure_topic, partition_key(item.tenant_id, item.exception_id).encode(),
+                                    event.to_bytes(), (("event_type", event.event_type.value.encode()),
+                                                       ("tenant_id", item.tenant_id.encode())))
+            try:
+                await asyncio.wait_for(asyncio.gather(*await send_in_batches(self.producer, [record])), _REPORT_TIMEOUT_S)
+            except Exception as error:  # noqa: BLE001 - a report, not an event of the pipeline
+                log.warning("%s: could not send BackpressureDetected for %s: %s", self.name, item.tenant_id, error)
 
     async def _pause_until_room(self) -> None:
         partitions = self.consumer.assignment()
@@ -183,8 +248,17 @@ class StageConsumerLoop:
             self.consumer.pause(*partitions)
             self._paused = True
             self.stats.pauses += 1
+        # Held records leave only when the fetch loop releases them: wake up for their next token.
+        wake_after = self.throttle.seconds_until_release() if self.throttle is not None else None
         async with self._progress:
-            await self._progress.wait_for(lambda: not self._saturated() or self._stopping.is_set())
+            try:
+                await asyncio.wait_for(self._progress.wait_for(lambda: not self._saturated() or self._stopping.is_set()),
+                                       timeout=None if wake_after is None else max(0.01, wake_after))
+            except TimeoutError:
+                return  # still paused; the loop releases what it may and comes back
+        self._resume()
+
+    def _resume(self) -> None:
         if self._paused:
             self.consumer.resume(*self.consumer.assignment())
             self._paused = False
@@ -238,6 +312,15 @@ class StageConsumerLoop:
             self.stats.last_commit_at = time.time()
         except Exception as error:  # noqa: BLE001 - a lost commit only costs redelivery of done work
             log.warning("%s: offset commit failed (will be redelivered and deduplicated): %s", self.name, error)
+
+    def note_share(self) -> None:
+        """The throttle's share of each tenant's limit: this consumer's share of the topic's partitions."""
+        if self.throttle is None:
+            return
+        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        owned = sum(1 for tp in self.consumer.assignment() if tp.topic == self.topic)
+        if partitions and owned:
+            self.throttle.configure(self.throttle.limits, share=owned / len(partitions))
 
     async def note_positions(self, assigned: set[TopicPartition]) -> None:
         """Record where each newly assigned partition will be read from (the group's committed offset).

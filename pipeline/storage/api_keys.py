@@ -112,7 +112,7 @@ async def list_tenants(engine: AsyncEngine) -> list[dict[str, object]]:
     )
     statement = (
         select(tenants.c.tenant_id, tenants.c.name, tenants.c.domain, tenants.c.status, tenants.c.created_at,
-               func.coalesce(active_keys.c["keys"], 0).label("active_keys"))
+               tenants.c.pack["rate_limit"].label("rate_limit"), func.coalesce(active_keys.c["keys"], 0).label("active_keys"))
         .outerjoin(active_keys, active_keys.c.tenant_id == tenants.c.tenant_id)
         .order_by(tenants.c.tenant_id)
     )

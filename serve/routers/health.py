@@ -72,6 +72,7 @@ def workers_report(health: dict[str, Any], *, now: float) -> dict[str, Any]:
             "consumers": entry.get("consumers"),
             "pool": entry.get("pool"),
             "in_flight": entry.get("in_flight", 0),
+            "held_by_rate_limit": entry.get("held_by_rate_limit", {}),
             "lag": lag,
             "total_lag": sum(row["lag"] for row in lag),
             "last_heartbeat": datetime.fromtimestamp(last_poll, UTC).isoformat() if last_poll else None,

@@ -8,6 +8,8 @@ over every actor on every node, whichever replica answers. Gauges are read at sc
   `dlq_size` query expects); `dlq_size_by_tenant{tenant_id}` beside it when tenant labels are on;
 - `events_in_processing{worker_type}`: events the consumers have dispatched and not yet completed;
 - `consumer_lag{group_id,topic,partition}`: per consumer group and partition;
+- `rate_limited_events_held{worker_type,tenant_id}`: events a tenant's rate limit holds in the
+  consumers right now (a series only while some are held);
 - `supervisor_up`: 1 when the supervisor answered (the two gauges above come from its report).
 
 The same figures go to Ray's own metrics (`ray_sentinai_*`) on each scrape, through the services.
@@ -44,7 +46,7 @@ def metrics_router(services: ApiServices, public: Any) -> APIRouter:
             by_tenant = (await connection.execute(
                 select(dlq.c.tenant_id, func.count()).group_by(dlq.c.tenant_id).order_by(dlq.c.tenant_id))).all()
         gauges = dlq_gauges([(tenant, int(count)) for tenant, count in by_tenant], tenant_labels=tenant_labels)
-        gauges += runtime_gauges(await services.supervisor_health(SUPERVISOR_TIMEOUT_S))
+        gauges += runtime_gauges(await services.supervisor_health(SUPERVISOR_TIMEOUT_S), tenant_labels=tenant_labels)
         services.export_metrics(snapshot, gauges)
         body = render_prometheus(snapshot, gauges, tenant_labels=tenant_labels)
         return PlainTextResponse(body, media_type=PROMETHEUS_CONTENT_TYPE)
@@ -61,7 +63,7 @@ def dlq_gauges(by_tenant: list[tuple[str | None, int]], *, tenant_labels: bool) 
     return gauges
 
 
-def runtime_gauges(health: dict[str, Any] | None) -> list[Gauge]:
+def runtime_gauges(health: dict[str, Any] | None, *, tenant_labels: bool = True) -> list[Gauge]:
     """Gauges from the supervisor's health report; only `supervisor_up 0` when it did not answer."""
     gauges: list[Gauge] = [("supervisor_up", "1 when the supervisor actor answered this scrape.", {},
                             0.0 if health is None else 1.0)]
@@ -71,6 +73,14 @@ def runtime_gauges(health: dict[str, Any] | None) -> list[Gauge]:
     for stage, entry in sorted(stages.items()):
         gauges.append(("events_in_processing", "Events dispatched to a stage's pool and not completed yet.",
                        {"worker_type": stage}, float(entry.get("in_flight", 0))))
+    help_held = "Events held back by their tenant's rate limit in the consumers now."
+    for stage, entry in sorted(stages.items()):
+        held_by_tenant = entry.get("held_by_rate_limit", {})
+        if held_by_tenant and not tenant_labels:
+            gauges.append(("rate_limited_events_held", help_held, {"worker_type": stage}, float(sum(held_by_tenant.values()))))
+            continue
+        for tenant, held in sorted(held_by_tenant.items()):
+            gauges.append(("rate_limited_events_held", help_held, {"worker_type": stage, "tenant_id": tenant}, float(held)))
     for stage, entry in sorted(stages.items()):
         group_id = str(entry.get("group_id") or stage)
         for (topic, partition), lag in sorted(parse_lag(entry.get("lag", {})).items()):

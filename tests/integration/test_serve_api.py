@@ -309,15 +309,25 @@ def test_tenant_commands_create_tenants_and_keys_the_api_accepts(
     tools = [arg for tool in load_packs_for(api.settings).tenants["HC_MERIDIAN"].enabled_tools
              for arg in ("--enable-tool", tool)]
     code, out = sentinai("tenant", "create", tenant_id, "--name", "Cli Health", "--domain", "healthcare", *tools,
-                         "--label", "first")
+                         "--label", "first", "--rate-limit", "5", "--burst", "10")
     assert code == 0, out
     first_key, first_id = _printed_key(out)
     assert sentinai("tenant", "create", tenant_id, "--name", "again", "--domain", "healthcare")[0] == 1
     code, out = sentinai("tenant", "key", tenant_id, "--label", "second")
     second_key, _ = _printed_key(out)
     code, out = sentinai("tenant", "list")
-    assert code == 0 and re.search(rf"{tenant_id} .*\(active keys: 2\)", out) and first_id in out
+    assert code == 0 and re.search(rf"{tenant_id} .*\(active keys: 2; rate limit 5/s burst 10\)", out) and first_id in out
     assert "sk_" not in out  # keys are never shown again
+    assert sentinai("tenant", "rate-limit", tenant_id, "--events-per-s", "50", "--burst", "100") == (
+        0, f"tenant {tenant_id}: rate limit 50/s, burst 100\n")
+    assert re.search(rf"{tenant_id} .*rate limit 50/s burst 100\)", sentinai("tenant", "list")[1])
+    assert sentinai("tenant", "rate-limit", tenant_id, "--off")[0] == 0
+    assert re.search(rf"{tenant_id} .*no rate limit\)", sentinai("tenant", "list")[1])
+    assert sentinai("tenant", "rate-limit", tenant_id, "--events-per-s", "50")[0] == 2  # no burst
+    assert sentinai("tenant", "rate-limit", tenant_id, "--events-per-s", "0", "--burst", "1")[0] == 2
+    assert sentinai("tenant", "rate-limit", "NO_SUCH_TENANT", "--off")[0] == 1
+    kept = fetch(api.settings, "SELECT pack->'enabled_tools' AS tools FROM tenants WHERE tenant_id = $1", tenant_id)
+    assert json.loads(kept[0]["tools"]) == tools[1::2]  # the rest of the pack is kept
 
     listing = api.client.get(f"/api/exceptions/{tenant_id}", headers={"X-API-Key": first_key})
     assert listing.status_code == 200 and listing.json()["total"] == 0

@@ -1,5 +1,5 @@
-"""A fake aiokafka consumer for tests of pipeline.kafka.consumer_loop: one partition, one record per
-fetch, every commit remembered."""
+"""Fake aiokafka clients for tests of pipeline.kafka.consumer_loop: a consumer of one partition, one
+record per fetch, every commit remembered; a producer that acknowledges when told."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ PARTITION = TopicPartition(TOPIC, 0)
 class FakeConsumer:
     """Hands out `count` records one per fetch, then nothing; remembers every commit."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, keys: list[bytes] | None = None) -> None:
         self.log_end = count
-        self._pending = [SimpleNamespace(topic=TOPIC, partition=0, offset=offset, key=b"FIN_ACME:EXC-1", value=b"{}",
+        keys = keys or [b"FIN_ACME:EXC-1"] * count
+        self._pending = [SimpleNamespace(topic=TOPIC, partition=0, offset=offset, key=keys[offset], value=b"{}",
                                          headers=(), timestamp=0) for offset in range(count)]
         self.commits: list[dict[TopicPartition, int]] = []
 
@@ -38,5 +39,47 @@ class FakeConsumer:
     def assignment(self) -> set[TopicPartition]:
         return {PARTITION}
 
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0}
+
     def highwater(self, tp: TopicPartition) -> int:
         return self.log_end
+
+
+class FakeBatchBuilder:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+        self.closed = False
+
+    def append(self, *, key: bytes, value: bytes, timestamp: Any, headers: Any) -> object:
+        assert not self.closed
+        self.values.append(value)
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeProducer:
+    """Acknowledges a sent batch only when the test says so, or at once (`ack_at_once`)."""
+
+    def __init__(self, *, ack_at_once: bool = False) -> None:
+        self.sent: list[bytes] = []
+        self.topics: list[str] = []
+        self.acks: list[asyncio.Future[None]] = []
+        self.ack_at_once = ack_at_once
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> FakeBatchBuilder:
+        return FakeBatchBuilder()
+
+    async def send_batch(self, builder: FakeBatchBuilder, topic: str, partition: int) -> asyncio.Future[None]:
+        assert builder.closed  # queued closed: sent at once, not after the linger
+        self.sent.extend(builder.values)
+        self.topics.extend(topic for _ in builder.values)
+        self.acks.append(asyncio.get_running_loop().create_future())
+        if self.ack_at_once:
+            self.acks[-1].set_result(None)
+        return self.acks[-1]

@@ -9,43 +9,9 @@ from typing import Any
 
 from pipeline.kafka.consumer_loop import StageConsumerLoop
 from pipeline.records import BatchResult, InboundRecord, OutboundRecord
-from tests.unit.kafka_fakes import PARTITION, TOPIC, FakeConsumer
+from tests.unit.kafka_fakes import PARTITION, TOPIC, FakeConsumer, FakeProducer
 
 OUTPUT_TOPIC = "sentinai.policy"
-
-
-class FakeBatchBuilder:
-    def __init__(self) -> None:
-        self.values: list[bytes] = []
-        self.closed = False
-
-    def append(self, *, key: bytes, value: bytes, timestamp: Any, headers: Any) -> object:
-        assert not self.closed
-        self.values.append(value)
-        return object()
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeProducer:
-    """Acknowledges a sent batch only when the test says so."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self.acks: list[asyncio.Future[None]] = []
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0}
-
-    def create_batch(self) -> FakeBatchBuilder:
-        return FakeBatchBuilder()
-
-    async def send_batch(self, builder: FakeBatchBuilder, topic: str, partition: int) -> asyncio.Future[None]:
-        assert builder.closed  # queued closed: sent at once, not after the linger
-        self.sent.extend(builder.values)
-        self.acks.append(asyncio.get_running_loop().create_future())
-        return self.acks[-1]
 
 
 async def _until(condition: Any, timeout_s: float = 2.0) -> None:

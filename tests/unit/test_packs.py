@@ -192,7 +192,7 @@ def test_tenant_overrides_apply(registry: PackRegistry) -> None:
     assert (acme.approval_rules[0].when.field, acme.approval_rules[0].when.gte) == ("amount", 5_000_000)
     meridian = registry.view("HC_MERIDIAN")
     assert meridian.approval_rules[0].when.exception_types == ("DUPLICATE_THERAPY",)
-    assert (meridian.sla_minutes(Severity.HIGH), meridian.tenant.rate_limit.events_per_s) == (720, 100)
+    assert (meridian.sla_minutes(Severity.HIGH), meridian.tenant.rate_limit.events_per_s) == (720, 800)
 
 
 

@@ -14,7 +14,8 @@ from serve.routers.metrics import dlq_gauges, runtime_gauges
 HEALTH = {
     "status": "ok",
     "stages": {
-        "intake": {"group_id": "intake-workers", "in_flight": 4, "lag": {"t.exceptions[0]": 2, "t.exceptions[1]": 0}},
+        "intake": {"group_id": "intake-workers", "in_flight": 4, "lag": {"t.exceptions[0]": 2, "t.exceptions[1]": 0},
+                   "held_by_rate_limit": {"FIN_GLOBEX": 3, "HC_MERIDIAN": 1}},
         "triage": {"group_id": "triage-workers", "in_flight": 1, "lag": {"t.sentinai.triage[3]": 7, "garbage": 1}},
     },
 }
@@ -23,6 +24,7 @@ SNAPSHOT = MetricsSnapshot(
         (("events_processed_total", "intake", "ExceptionIngested", "FIN_ACME", "completed", ""), 3),
         (("events_processed_total", "intake", "ExceptionIngested", "HC_MERIDIAN", "completed", ""), 2),
         (("failures_total", "tool", "ToolExecutionRequested", "FIN_ACME", "", "tool_unavailable"), 1),
+        (("rate_limited_events_total", "intake", "ExceptionIngested", "FIN_GLOBEX", "", ""), 40),
     ],
     histogram=[("intake", "ExceptionIngested", 0.1, 4, 0.0), ("intake", "ExceptionIngested", math.inf, 1, 0.9)],
 )
@@ -39,6 +41,19 @@ def test_runtime_gauges_come_from_the_supervisor_report() -> None:
         ({"group_id": "triage-workers", "topic": "t.sentinai.triage", "partition": "3"}, 7.0),
     ]
     assert [(name, value) for name, _, _, value in runtime_gauges(None)] == [("supervisor_up", 0.0)]
+
+
+def test_events_held_by_rate_limits_are_a_gauge_per_tenant_or_one_per_stage_without_tenant_labels() -> None:
+    def held(gauges: list[Any]) -> list[tuple[dict[str, str], float]]:
+        return [(labels, value) for name, _, labels, value in gauges if name == "rate_limited_events_held"]
+
+    assert held(runtime_gauges(HEALTH)) == [({"worker_type": "intake", "tenant_id": "FIN_GLOBEX"}, 3.0),
+                                            ({"worker_type": "intake", "tenant_id": "HC_MERIDIAN"}, 1.0)]
+    assert held(runtime_gauges(HEALTH, tenant_labels=False)) == [({"worker_type": "intake"}, 4.0)]
+    text = render_prometheus(SNAPSHOT, runtime_gauges(HEALTH))
+    assert "# TYPE rate_limited_events_total counter" in text
+    assert 'rate_limited_events_total{worker_type="intake",tenant_id="FIN_GLOBEX"} 40' in text
+    assert 'rate_limited_events_held{worker_type="intake",tenant_id="FIN_GLOBEX"} 3.0' in text
 
 
 def test_dlq_size_is_the_total_and_by_tenant_only_with_tenant_labels() -> None:
