@@ -120,6 +120,11 @@ async def collect(dsn: str, *, window_start: float, window_end: float, commit_ti
         dlq = await connection.fetch(
             "SELECT worker_type, error_type, count(*) AS n FROM dead_letter_queue GROUP BY 1, 2 ORDER BY 3 DESC"
         )
+        # A tenant held back by its rate limit would measure the limit, not the pipeline.
+        rate_limited = await connection.fetch(
+            "SELECT tenant_id, sum(value)::bigint AS n FROM metric_counters WHERE name = 'rate_limited_events_total' "
+            "GROUP BY 1 ORDER BY 1"
+        )
     finally:
         await connection.close()
     return {
@@ -142,6 +147,7 @@ async def collect(dsn: str, *, window_start: float, window_end: float, commit_ti
         "events_last_at": events_span["last"],
         "processing_statuses": {row["status"]: row["n"] for row in processing_statuses},
         "dlq": [{"stage": row["worker_type"], "error_type": row["error_type"], "count": row["n"]} for row in dlq],
+        "rate_limited": {row["tenant_id"]: int(row["n"]) for row in rate_limited},
     }
 
 

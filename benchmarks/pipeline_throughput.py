@@ -72,12 +72,13 @@ _FOREIGN_ENV = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "RAY_ADDRESS")
 def _consumer_totals(stats: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, int]]:
     totals: dict[str, dict[str, int]] = {}
     for stage, entries in stats.items():
-        total = totals.setdefault(stage, {"records": 0, "batches": 0, "pauses": 0, "outputs": 0})
+        total = totals.setdefault(stage, {"records": 0, "batches": 0, "pauses": 0, "outputs": 0, "backpressure_events": 0})
         for entry in entries:
             total["records"] += entry.get("records_completed", 0)
             total["batches"] += entry.get("batches_completed", 0)
             total["pauses"] += entry.get("pauses", 0)
             total["outputs"] += entry.get("outputs_produced", 0)
+            total["backpressure_events"] += entry.get("backpressure_events", 0)
     return totals
 
 

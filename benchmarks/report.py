@@ -92,6 +92,7 @@ def analyse(
         "lost_examples": lost_examples,
         "dlq": dlq_total,
         "dlq_detail": collected["dlq"],
+        "rate_limited": collected.get("rate_limited", {}),
         "keeps_up": keeps_up,
         "final_statuses": statuses,
         "processing_statuses": collected["processing_statuses"],
@@ -158,6 +159,9 @@ SUMMARY_HEADER = (
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"### {result['name']}", "", f"config: `{result['config_summary']}`", "", SUMMARY_HEADER, summary_row(result), ""]
+    if result.get("rate_limited"):
+        lines += [f"**Tenants held back by their rate limits** (events): {result['rate_limited']}: the figures measure "
+                  "the limits, not the pipeline.", ""]
     lines += ["| stage | input | events | hop p50 ms | hop p95 ms | hop p99 ms |", "|---|---|---|---|---|---|"]
     intake = result["latency_ms"]["intake_hop_from_publish"]
     lines.append(f"| intake | publish | {_fmt(intake['count'])} | {_fmt(intake['p50'])} | {_fmt(intake['p95'])} | {_fmt(intake['p99'])} |")
