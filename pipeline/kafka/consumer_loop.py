@@ -21,7 +21,9 @@ the partitions pause. A rebalance or a stop lets every held record through at on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 _COMMIT_TIMEOUT_S = 10.0
 _POSITION_TIMEOUT_S = 5.0
 _REPORT_TIMEOUT_S = 5.0
+_EXCEPTION_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # as EventEnvelope.exception_id
 
 
 @dataclass
@@ -219,28 +222,32 @@ class StageConsumerLoop:
         """One `BackpressureDetected` event per tenant that started to be held, and a log line
         operators can grep for ("Rate limit exceeded"). Best effort: a lost report loses no event."""
         for item in started:
+            if not _EXCEPTION_ID.fullmatch(item.exception_id):  # from a record's key, not validated yet
+                item = dataclasses.replace(item, exception_id="unknown")
             self.stats.backpressure_events += 1
             log.warning("%s: Rate limit exceeded: tenant_id=%s exception_id=%s limit=%g/s burst=%d held=%d; "
                         "its events are slowed, not failed", self.name, item.tenant_id, item.exception_id,
                         item.limit.events_per_s, item.limit.burst, item.held)
             if self.backpressure_topic is None:
                 continue
-            event = EventEnvelope(
-                event_id=new_event_id(),
-                event_type=EventType.BACKPRESSURE_DETECTED,
-                tenant_id=item.tenant_id,
-                exception_id=item.exception_id,
-                timestamp=utc_now(),
-                payload={"reason": "rate_limit", "topic": self.topic, "consumer": self.name,
-                         "events_per_s": item.limit.events_per_s, "burst": item.limit.burst, "held": item.held},
-            )
-            record = OutboundRecord(self.backpressure_topic, partition_key(item.tenant_id, item.exception_id).encode(),
-                                    event.to_bytes(), (("event_type", event.event_type.value.encode()),
-                                                       ("tenant_id", item.tenant_id.encode())))
             try:
+                record = self._backpressure_record(item, self.backpressure_topic)
                 await asyncio.wait_for(asyncio.gather(*await send_in_batches(self.producer, [record])), _REPORT_TIMEOUT_S)
             except Exception as error:  # noqa: BLE001 - a report, not an event of the pipeline
                 log.warning("%s: could not send BackpressureDetected for %s: %s", self.name, item.tenant_id, error)
+
+    def _backpressure_record(self, item: Backpressure, topic: str) -> OutboundRecord:
+        event = EventEnvelope(
+            event_id=new_event_id(),
+            event_type=EventType.BACKPRESSURE_DETECTED,
+            tenant_id=item.tenant_id,
+            exception_id=item.exception_id,
+            timestamp=utc_now(),
+            payload={"reason": "rate_limit", "topic": self.topic, "consumer": self.name,
+                     "events_per_s": item.limit.events_per_s, "burst": item.limit.burst, "held": item.held},
+        )
+        headers = (("event_type", event.event_type.value.encode()), ("tenant_id", item.tenant_id.encode()))
+        return OutboundRecord(topic, partition_key(item.tenant_id, item.exception_id).encode(), event.to_bytes(), headers)
 
     async def _pause_until_room(self) -> None:
         partitions = self.consumer.assignment()

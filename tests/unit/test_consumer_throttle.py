@@ -107,3 +107,16 @@ async def test_giving_the_partitions_up_lets_every_held_record_through_first() -
         await _stop(loop, fetching)
     assert sorted(r.offset for _, r in processed) == list(range(6))
     assert consumer.commits[-1] == {PARTITION: 6}
+
+
+async def test_a_held_record_whose_key_is_no_valid_exception_id_is_reported_as_unknown() -> None:
+    keys = [b"SLOW:EXC-1", b"SLOW:not an id\nFAKE LOG LINE"]  # intake dead-letters what is invalid; the report must not fail
+    consumer, producer, processed = FakeConsumer(2, keys), FakeProducer(ack_at_once=True), []
+    loop = _loop(consumer, producer, processed, limit=TenantLimit(events_per_s=20, burst=1))
+    fetching = asyncio.create_task(loop.run())
+    try:
+        await _until(lambda: len(processed) == 2)
+    finally:
+        await _stop(loop, fetching)
+    event = json.loads(producer.sent[0])
+    assert (event["tenant_id"], event["exception_id"]) == ("SLOW", "unknown")
