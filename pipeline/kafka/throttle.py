@@ -99,7 +99,7 @@ class TenantThrottle:
         self.clock = clock
         self.share = 1.0
         self._tenants: dict[bytes, _Tenant] = {}
-        self._released_unlimited: list[InboundRecord] = []  # held by a limit that was since lifted
+        self._released_unlimited: list[tuple[float, InboundRecord]] = []  # held by a limit since lifted: (held since, record)
         self._started: list[Backpressure] = []
 
     @property
@@ -114,7 +114,7 @@ class TenantThrottle:
         wanted = {tenant.encode(): limit for tenant, limit in limits.items()}
         for tenant in list(self._tenants):
             if tenant not in wanted:  # limit lifted: what waits goes on
-                self._released_unlimited += [record for _, record in self._tenants.pop(tenant).held]
+                self._released_unlimited += self._tenants.pop(tenant).held
         for tenant, limit in wanted.items():
             rate, capacity = self._scaled(limit)
             state = self._tenants.get(tenant)
@@ -151,24 +151,25 @@ class TenantThrottle:
     def release(self) -> list[InboundRecord]:
         """Held records whose tokens have come back, each tenant's in arrival order; `held_ms` says
         how long each waited."""
-        released, self._released_unlimited = self._released_unlimited, []
         now = self.clock()
+        released = _waited(self._released_unlimited, now)
+        self._released_unlimited = []
         for state in self._tenants.values():
             if not state.held:
                 continue
             state.bucket.refill(now, capped=False)
             while state.held and state.bucket.take():
-                held_since, record = state.held.popleft()
-                released.append(record._replace(held_ms=round(1000 * (now - held_since))))
+                released += _waited([state.held.popleft()], now)
             state.bucket.tokens = min(state.bucket.capacity, state.bucket.tokens)
         return released
 
     def release_all(self) -> list[InboundRecord]:
         """Every held record, limits or not: the consumer is giving its partitions up or stopping."""
-        released, self._released_unlimited = self._released_unlimited, []
         now = self.clock()
+        released = _waited(self._released_unlimited, now)
+        self._released_unlimited = []
         for state in self._tenants.values():
-            released += [record._replace(held_ms=round(1000 * (now - since))) for since, record in state.held]
+            released += _waited(state.held, now)
             state.held.clear()
         return released
 
@@ -204,6 +205,7 @@ class TenantThrottle:
         return min(waits) if waits else None
 
 
-def limits_of(tenants: Iterable[tuple[str, float, int]]) -> dict[str, TenantLimit]:
-    """`(tenant_id, events_per_s, burst)` rows as limits."""
-    return {tenant_id: TenantLimit(float(rate), int(burst)) for tenant_id, rate, burst in tenants}
+def _waited(held: Iterable[tuple[float, InboundRecord]], now: float) -> list[InboundRecord]:
+    """Held records as they go on, each saying how long it waited (`held_ms`, at least 1)."""
+    return [record._replace(held_ms=max(1, round(1000 * (now - since)))) for since, record in held]
+

@@ -75,8 +75,10 @@ def test_a_consumer_gets_its_share_of_the_partitions_of_each_limit() -> None:
 def test_lifting_a_limit_lets_what_waits_go_and_lowering_it_caps_the_tokens() -> None:
     throttle, clock = _throttle({"A": TenantLimit(10, 5), "B": TenantLimit(10, 1)})
     assert [throttle.admit(_record("B", f"E{i}", i)) for i in range(3)] == [True, False, False]
+    clock.now += 0.05
     throttle.configure({"A": TenantLimit(10, 2)})  # B has no limit any more; A's burst shrinks
-    assert [r.offset for r in throttle.release()] == [1, 2]
+    assert throttle.held() == 2
+    assert [(r.offset, r.held_ms) for r in throttle.release()] == [(1, 50), (2, 50)]  # counted as held
     assert throttle.admit(_record("B", "E9", 9))
     assert [throttle.admit(_record("A", f"E{i}", 20 + i)) for i in range(3)] == [True, True, False]
     assert throttle.limits == {"A": TenantLimit(10, 2)}
