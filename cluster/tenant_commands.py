@@ -91,8 +91,7 @@ async def _create(engine: AsyncEngine, settings: Settings, args: argparse.Namesp
         tenant = TenantPack(tenant_id=args.tenant_id, name=args.name, domain=args.domain,
                             enabled_tools=tuple(args.enabled_tools), rate_limit=rate_limit)
     except PydanticValidationError as error:
-        print(f"sentinai: invalid tenant: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}", file=sys.stderr)
-        return 2
+        return _invalid("tenant", error)
     tenants = schema.tenants
     async with transaction(engine) as connection:
         exists = (await connection.execute(select(tenants.c.tenant_id).where(tenants.c.tenant_id == tenant.tenant_id))).first()
@@ -143,8 +142,7 @@ async def _rate_limit(engine: AsyncEngine, settings: Settings, args: argparse.Na
     try:
         rate_limit = None if args.off else RateLimit(events_per_s=args.events_per_s, burst=args.burst)
     except PydanticValidationError as error:
-        print(f"sentinai: invalid rate limit: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}", file=sys.stderr)
-        return 2
+        return _invalid("rate limit", error)
     tenants = schema.tenants
     async with transaction(engine) as connection:
         row = (await connection.execute(select(tenants.c.pack).where(tenants.c.tenant_id == args.tenant_id))).first()
@@ -159,6 +157,12 @@ async def _rate_limit(engine: AsyncEngine, settings: Settings, args: argparse.Na
         print(f"note: {tenant.tenant_id} has a tenant pack; `sentinai up` restores the pack's limit when it starts: "
               "change the YAML too", file=sys.stderr)
     return 0
+
+
+def _invalid(what: str, error: PydanticValidationError) -> int:
+    """Exit status 2, saying which field was wrong and why."""
+    print(f"sentinai: invalid {what}: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}", file=sys.stderr)
+    return 2
 
 
 def _print_key(new_key: api_keys.NewApiKey) -> None:

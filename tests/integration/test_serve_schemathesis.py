@@ -21,7 +21,7 @@ from schemathesis.errors import FailureGroup
 from cluster import platform
 from cluster.embedded import BundledBroker
 from pipeline.settings import Settings
-from tests.integration.test_serve_api import (
+from tests.integration.serve_harness import (
     ADMIN_TOKEN,
     api_settings,
     create_key,

@@ -83,3 +83,11 @@ class FakeProducer:
         if self.ack_at_once:
             self.acks[-1].set_result(None)
         return self.acks[-1]
+
+
+async def until(condition: Any, timeout_s: float = 5.0) -> None:
+    """Poll `condition()` every 5 ms; fail after `timeout_s`."""
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(poll(), timeout_s)

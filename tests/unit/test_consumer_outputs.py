@@ -5,20 +5,12 @@ produced, yet outputs go out in batch order and offsets complete only once outpu
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from pipeline.kafka.consumer_loop import StageConsumerLoop
 from pipeline.records import BatchResult, InboundRecord, OutboundRecord
-from tests.unit.kafka_fakes import PARTITION, TOPIC, FakeConsumer, FakeProducer
+from tests.unit.kafka_fakes import PARTITION, TOPIC, FakeConsumer, FakeProducer, until
 
 OUTPUT_TOPIC = "sentinai.policy"
-
-
-async def _until(condition: Any, timeout_s: float = 2.0) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(poll(), timeout_s)
 
 
 async def test_the_next_batch_is_processed_while_outputs_wait_for_acknowledgement_and_stay_in_order() -> None:
@@ -39,21 +31,21 @@ async def test_the_next_batch_is_processed_while_outputs_wait_for_acknowledgemen
     try:
         # Batch 0's outputs are sent and not acknowledged: batch 1 is processed meanwhile, but its
         # outputs wait for batch 0's acknowledgement, and no offset completes.
-        await _until(lambda: len(submitted) == 2)
+        await until(lambda: len(submitted) == 2)
         await asyncio.sleep(0.05)
         assert producer.sent == [b"out-0"]
         assert submitted == [0, 1]  # one batch in the pool at a time: batch 2 waits for the lane
         assert all(commit[PARTITION] == 0 for commit in consumer.commits) and loop.tracker.in_flight() == 2
 
         producer.acks[0].set_result(None)
-        await _until(lambda: producer.sent == [b"out-0", b"out-1"] and submitted == [0, 1, 2])
-        await _until(lambda: {PARTITION: 1} in consumer.commits)  # offset 0 done: the next to read is 1
+        await until(lambda: producer.sent == [b"out-0", b"out-1"] and submitted == [0, 1, 2])
+        await until(lambda: {PARTITION: 1} in consumer.commits)  # offset 0 done: the next to read is 1
         assert max(commit[PARTITION] for commit in consumer.commits) == 1
 
         producer.acks[1].set_result(None)
-        await _until(lambda: len(producer.acks) == 3)
+        await until(lambda: len(producer.acks) == 3)
         producer.acks[2].set_result(None)
-        await _until(lambda: loop.tracker.in_flight() == 0)
+        await until(lambda: loop.tracker.in_flight() == 0)
         assert producer.sent == [b"out-0", b"out-1", b"out-2"]
     finally:
         loop._stopping.set()

@@ -7,21 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 from pipeline.kafka.consumer_loop import StageConsumerLoop
 from pipeline.kafka.throttle import TenantLimit, TenantThrottle
 from pipeline.records import BatchResult, InboundRecord
-from tests.unit.kafka_fakes import PARTITION, TOPIC, FakeConsumer, FakeProducer
+from tests.unit.kafka_fakes import PARTITION, TOPIC, FakeConsumer, FakeProducer, until
 
 BACKPRESSURE_TOPIC = "sentinai.backpressure"
-
-
-async def _until(condition: Any, timeout_s: float = 5.0) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(poll(), timeout_s)
 
 
 def _loop(consumer: FakeConsumer, producer: FakeProducer, processed: list[tuple[float, InboundRecord]], *,
@@ -56,15 +48,15 @@ async def test_the_limited_tenant_is_slowed_the_other_is_not_and_nothing_is_comm
     started = time.monotonic()
     fetching = asyncio.create_task(loop.run())
     try:
-        await _until(lambda: sum(r.key.startswith(b"FAST") for _, r in processed) == 6)
+        await until(lambda: sum(r.key.startswith(b"FAST") for _, r in processed) == 6)
         fast_done = time.monotonic() - started
         # SLOW's first record used its one token; at 10/s its other five take about half a second.
         assert sum(r.key.startswith(b"SLOW") for _, r in processed) < 6
         # Offset 2, SLOW's second record, is held: no commit may pass it, though 3, 5, ... are done.
         assert max((commit[PARTITION] for commit in consumer.commits), default=0) <= 2, consumer.commits
-        await _until(lambda: len(processed) == 12)
+        await until(lambda: len(processed) == 12)
         slow_done = time.monotonic() - started
-        await _until(lambda: consumer.commits and consumer.commits[-1][PARTITION] == 12)
+        await until(lambda: consumer.commits and consumer.commits[-1][PARTITION] == 12)
     finally:
         await _stop(loop, fetching)
     slow = [(at, r) for at, r in processed if r.key.startswith(b"SLOW")]
@@ -88,7 +80,7 @@ async def test_too_many_held_records_pause_the_partitions_until_the_throttle_let
     loop = _loop(consumer, producer, processed, limit=TenantLimit(events_per_s=40, burst=1), max_held_records=2)
     fetching = asyncio.create_task(loop.run())
     try:
-        await _until(lambda: len(processed) == 8)
+        await until(lambda: len(processed) == 8)
     finally:
         await _stop(loop, fetching)
     assert loop.stats.pauses >= 1 and True in paused and paused[-1] is False
@@ -100,7 +92,7 @@ async def test_giving_the_partitions_up_lets_every_held_record_through_first() -
     loop = _loop(consumer, producer, processed, limit=TenantLimit(events_per_s=0.1, burst=1))
     fetching = asyncio.create_task(loop.run())
     try:
-        await _until(lambda: consumer.log_end == 6 and loop.tracker.in_flight() == 5)  # one processed, five held
+        await until(lambda: consumer.log_end == 6 and loop.tracker.in_flight() == 5)  # one processed, five held
         assert loop.throttle is not None and loop.throttle.held() == 5
         await asyncio.wait_for(loop.finish_in_flight(), 2.0)  # what a rebalance does
     finally:
@@ -115,7 +107,7 @@ async def test_a_held_record_whose_key_is_no_valid_exception_id_is_reported_as_u
     loop = _loop(consumer, producer, processed, limit=TenantLimit(events_per_s=20, burst=1))
     fetching = asyncio.create_task(loop.run())
     try:
-        await _until(lambda: len(processed) == 2)
+        await until(lambda: len(processed) == 2)
     finally:
         await _stop(loop, fetching)
     event = json.loads(producer.sent[0])
